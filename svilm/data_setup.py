@@ -1,0 +1,54 @@
+"""Where the data comes from: the configured shards, or ShapesWorld built on first use."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import ml_collections
+
+from data_pipelines import input_pipeline
+from data_pipelines.shapesworld import build as shapesworld_build
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSources:
+  train_files: list[str]
+  eval_files: list[str]
+  tokenizer_path: str
+
+
+def shapesworld_path(config: ml_collections.ConfigDict) -> str:
+  """The ShapesWorld directory for this generator config (a hash keeps variants apart)."""
+  settings = config.data.shapesworld.to_dict()
+  settings.pop("num_workers", None)   # how it is built, not what is built
+  generator = json.dumps(settings, sort_keys=True, default=str)
+  digest = hashlib.sha256(generator.encode()).hexdigest()[:10]
+  return os.path.join(os.path.expanduser(config.data.shapesworld_dir), digest)
+
+
+def prepare(config: ml_collections.ConfigDict) -> DataSources:
+  """Resolves shard files and the tokenizer, building ShapesWorld when data.path is empty."""
+  if config.data.path:
+    root = config.data.path
+    if not config.data.tokenizer:
+      raise ValueError("data.path is set but data.tokenizer is empty: pass "
+                       "--config.data.tokenizer=PATH.model (train one with "
+                       "`python -m data_pipelines.tokenizer`)")
+  else:
+    root = shapesworld_path(config)
+    shapesworld_build.build(root, config.data.shapesworld)   # a no-op once built
+  tokenizer = config.data.tokenizer or os.path.join(root, "tokenizer.model")
+  tokenizer = os.path.expanduser(tokenizer)
+  if not os.path.exists(tokenizer):
+    raise FileNotFoundError(f"Tokenizer model {tokenizer!r} does not exist (data.tokenizer)")
+  eval_root = config.data.eval_path or root
+  if not config.data.eval_path and not os.path.isdir(os.path.expanduser(root)):
+    raise ValueError(f"data.path={root!r} is a glob, so it cannot also give the held-out "
+                     "split: pass --config.data.eval_path=DIR_OR_GLOB for evaluation")
+  return DataSources(
+      train_files=input_pipeline.list_shards(root, config.data.train_split),
+      eval_files=input_pipeline.list_shards(eval_root, config.data.eval_split),
+      tokenizer_path=tokenizer)

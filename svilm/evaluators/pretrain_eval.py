@@ -1,0 +1,114 @@
+"""Zero-shot evaluation of a pretrained S-ViLM model on held-out clips with exact ground truth.
+
+One pass over the held-out split computes, with the model in inference mode (no Gumbel noise):
+  retrieval/*          text<->video retrieval over clips with pairwise-distinct captions
+                       (svilm/evaluators/retrieval.py);
+  grounding/*          pointing with the soft assignment map of the group token nearest to each
+                       prompted noun (svilm/evaluators/pointing.py);
+  temporal_grouping/*  2-means split of cut-and-paste clips, foreground chosen by the caption
+                       (svilm/evaluators/temporal_grouping.py).
+The cut-and-paste clips and the random baselines use `config.eval.seed`, so two evaluations
+of the same parameters give identical numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from data_pipelines import input_pipeline
+from svilm import configuration
+from svilm import losses
+from svilm import sharding
+from svilm.evaluators import pointing
+from svilm.evaluators import retrieval
+from svilm.evaluators import temporal_grouping
+from svilm.models import svilm as svilm_model
+
+
+def _predict(params, batch, rng, *, model, config):
+  """Everything the metrics need, for one batch (runs jitted, batch sharded on `data`)."""
+  variables = {"params": params}
+  video_out, video_inter = model.apply(variables, batch["video"], train=False,
+                                       method=model.encode_video)
+  text_emb, _ = model.apply(variables, batch["text_tokens"], batch["text_mask"], train=False,
+                            method=model.encode_text)
+  noun_emb, _ = model.apply(variables, batch["noun_tokens"], batch["noun_mask"], train=False,
+                            method=model.encode_text)
+  cut = config.cut_and_paste
+  positions = configuration.num_temporal_positions(config)
+  mixed, fg_mask = losses.cut_and_paste(rng, batch["video"], positions, cut.min_span,
+                                        cut.max_span)
+  mixed_out, _ = model.apply(variables, mixed, train=False, method=model.encode_video)
+  return {
+      "video_emb": svilm_model.pool_video_embedding(video_out["clip_emb"], None),
+      "text_emb": text_emb,
+      "noun_emb": noun_emb,
+      "group_emb": video_out["group_emb"],
+      "soft_assignment": video_inter["soft_assignments"][-1],
+      "mixed_clip_emb": mixed_out["clip_emb"],
+      "fg_mask": fg_mask,
+  }
+
+
+class PretrainEvaluator:
+  """Runs the held-out evaluation; `run(params)` returns {metric_name: value}."""
+
+  def __init__(self, config: ml_collections.ConfigDict, model, mesh, eval_files, tokenizer):
+    self._config = config
+    self._mesh = mesh
+    self._files = input_pipeline.host_shards(eval_files, jax.process_index(),
+                                             jax.process_count())
+    self._tokenizer = tokenizer
+    self._predict = jax.jit(functools.partial(_predict, model=model, config=config),
+                            in_shardings=(sharding.replicated(mesh),
+                                          sharding.batch_sharding(mesh), None),
+                            out_shardings=sharding.replicated(mesh))
+
+  def _dataset(self):
+    config = self._config
+    data = config.data
+    max_examples = config.eval.max_clips // jax.process_count() if config.eval.max_clips else 0
+    return input_pipeline.make_dataset(
+        self._files, tokenizer=self._tokenizer,
+        batch_size=config.eval.batch_size // jax.process_count(), num_frames=data.num_frames,
+        frame_stride=data.frame_stride, resolution=data.resolution,
+        max_text_len=data.max_text_len, num_nouns=data.num_nouns,
+        max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=False,
+        with_annotations=True, max_examples=max_examples)
+
+  def collect(self, params) -> dict:
+    """Predictions and annotations of the whole held-out set as numpy arrays (all hosts)."""
+    base_rng = jax.random.PRNGKey(self._config.eval.seed)
+    parts = []
+    for i, local in enumerate(input_pipeline.as_numpy(self._dataset())):
+      batch = sharding.to_global(local, self._mesh)
+      out = self._predict(params, batch, jax.random.fold_in(base_rng, i))
+      annotations = {k: batch[k] for k in ("noun_valid", "noun_boxes", "noun_visible",
+                                           "caption_id")}
+      parts.append(multihost_utils.process_allgather({**out, **annotations}, tiled=True))
+    if not parts:
+      raise ValueError(f"The held-out split has fewer clips than eval.batch_size="
+                       f"{self._config.eval.batch_size}; nothing to evaluate")
+    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+
+  def run(self, params) -> dict:
+    p = self.collect(params)
+    rng = np.random.default_rng(self._config.eval.seed)
+    results = {}
+    keep = retrieval.distinct_caption_indices(p["caption_id"].tolist())
+    similarity = p["text_emb"][keep] @ p["video_emb"][keep].T
+    results.update(retrieval.retrieval_metrics(similarity, prefix="retrieval/"))
+    grid = tuple(d // s for d, s in zip(
+        (self._config.data.num_frames, self._config.data.resolution,
+         self._config.data.resolution), self._config.model.video.patch_size))
+    results.update(pointing.pointing_accuracy(
+        p["soft_assignment"], grid, self._config.model.video.patch_size[0], p["noun_emb"],
+        p["noun_valid"], p["group_emb"], p["noun_boxes"], p["noun_visible"], rng))
+    results.update(temporal_grouping.temporal_grouping_accuracy(
+        p["mixed_clip_emb"], p["text_emb"], p["fg_mask"], rng))
+    return {k: float(v) for k, v in results.items()}

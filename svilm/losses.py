@@ -1,0 +1,302 @@
+"""The S-ViLM pretraining losses and the cut-and-paste input construction.
+
+Pure jax.numpy functions (no Flax modules), jit-able, with static shapes. The
+model produces the embeddings; these functions only turn them into scalars:
+
+  total = w_contrast * L_contrast + w_t * L_t + w_g * L_g      (SPEC section 1)
+
+* `contrastive_loss`: symmetric InfoNCE between clip and caption embeddings.
+* `cut_and_paste`: builds the mixed clips and the foreground mask that
+  `temporal_grouping_loss` is trained against.
+* `temporal_grouping_loss`: intra-clip foreground/background grouping L_t.
+* `spatial_grounding_loss`: inter-clip noun-to-group-token grounding L_g.
+* `total_loss`: the weighted sum.
+
+Conventional term names (used by the trainer for logging and by configs for
+weights): 'contrastive', 'temporal_grouping', 'spatial_grounding'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+
+# Guards divisions by norms and counts; small enough not to move real values.
+_EPS = 1e-12
+
+
+def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  # sqrt(sum + eps) rather than max(norm, eps): the gradient stays finite at 0.
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + _EPS)
+
+
+def contrastive_loss(
+    video_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array | float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Symmetric InfoNCE over the batch (the CLIP loss).
+
+  logits[i, j] = logit_scale * <video_emb[i], text_emb[j]>
+  L = ( mean_i CE(logits[i, :], i) + mean_j CE(logits[:, j], j) ) / 2
+  with CE(l, y) = logsumexp(l) - l[y].
+
+  The negatives of clip i are all other captions of the arrays passed in, and
+  vice versa. Under `jax.jit` with a batch sharded over devices and hosts the
+  arrays are global, so this is the global-batch loss SPEC asks for (XLA
+  inserts the all-gathers); do not call it per device inside `shard_map`/`pmap`
+  unless a per-device negative set is what you want.
+
+  Args:
+    video_emb: [B, E] clip embeddings, assumed L2-normalised.
+    text_emb: [B, E] caption embeddings, assumed L2-normalised; row i is the
+      caption of clip i.
+    logit_scale: scalar multiplier (1 / temperature), already exponentiated
+      and clipped by the caller if it is learnable.
+
+  Returns:
+    (loss, metrics) with metrics 'v2t_accuracy' (fraction of clips whose
+    highest-scoring caption is their own, argmax ties -> lowest index) and
+    't2v_accuracy' (the same for captions).
+  """
+  if video_emb.shape != text_emb.shape or video_emb.ndim != 2:
+    raise ValueError(
+        'video_emb and text_emb must both be [B, E], got '
+        f'{video_emb.shape} and {text_emb.shape}.')
+  logits = logit_scale * video_emb @ text_emb.T  # [B_video, B_text]
+  labels = jnp.arange(logits.shape[0])
+  diag = jnp.diagonal(logits)
+  v2t = jax.nn.logsumexp(logits, axis=1) - diag
+  t2v = jax.nn.logsumexp(logits, axis=0) - diag
+  loss = (jnp.mean(v2t) + jnp.mean(t2v)) / 2
+  metrics = {
+      'v2t_accuracy': jnp.mean(jnp.argmax(logits, axis=1) == labels),
+      't2v_accuracy': jnp.mean(jnp.argmax(logits, axis=0) == labels),
+  }
+  return loss, metrics
+
+
+def cut_and_paste(
+    rng: jax.Array,
+    video: jax.Array,
+    num_positions: int,
+    min_span: int,
+    max_span: int,
+) -> tuple[jax.Array, jax.Array]:
+  """Pastes a foreground span of each clip onto another clip of the batch.
+
+  Temporal positions are the tubelet positions of the video encoder: with
+  P = num_positions the T frames split into P equal runs, position k owning
+  frames [k*T/P, (k+1)*T/P). For each clip i, independently:
+    j_i   ~ uniform over {0..B-1} \\ {i}       (background clip)
+    len_i ~ uniform over {min_span..max_span}  (inclusive)
+    s_i   ~ uniform over {0..P-len_i}          (inclusive)
+    fg_mask[i, k] = 1 if s_i <= k < s_i + len_i else 0
+    mixed[i, frames of k] = video[i] if fg_mask[i, k] else video[j_i]
+  The caption of mixed clip i stays caption i. Because max_span <= P-1 every
+  clip keeps at least one background and one foreground position, so the
+  centres of `temporal_grouping_loss` are always defined.
+
+  Args:
+    rng: a jax PRNG key.
+    video: [B, T, H, W, C], B >= 2, T divisible by num_positions.
+    num_positions: P, the number of temporal token positions.
+    min_span: shortest foreground span in positions, >= 1.
+    max_span: longest foreground span in positions, <= P - 1.
+
+  Returns:
+    (mixed [B, T, H, W, C] same dtype as video, fg_mask [B, P] float32).
+
+  Raises:
+    ValueError (at trace time) for B < 2, T not divisible by P, or spans
+    outside 1 <= min_span <= max_span <= P - 1.
+  """
+  if video.ndim != 5:
+    raise ValueError(f'video must be [B, T, H, W, C], got {video.shape}.')
+  batch, frames = video.shape[:2]
+  if batch < 2:
+    raise ValueError(
+        f'cut_and_paste needs a batch of at least 2 clips (a background must '
+        f'come from another clip), got batch size {batch}.')
+  if num_positions < 2 or frames % num_positions:
+    raise ValueError(
+        f'num_positions={num_positions} must be >= 2 and divide the number of '
+        f'frames T={frames}.')
+  if not 1 <= min_span:
+    raise ValueError(f'min_span={min_span} must be >= 1.')
+  if not min_span <= max_span:
+    raise ValueError(f'min_span={min_span} must be <= max_span={max_span}.')
+  if not max_span <= num_positions - 1:
+    raise ValueError(
+        f'max_span={max_span} must be <= num_positions - 1 = '
+        f'{num_positions - 1} so at least one background position remains.')
+
+  rng_bg, rng_len, rng_start = jax.random.split(rng, 3)
+  # Offset in [1, B-1] from i: uniform over the other clips, never i itself.
+  offset = jax.random.randint(rng_bg, (batch,), 1, batch)
+  background = (jnp.arange(batch) + offset) % batch
+  length = jax.random.randint(rng_len, (batch,), min_span, max_span + 1)
+  # randint's maxval broadcasts, so each clip gets its own start range.
+  start = jax.random.randint(rng_start, (batch,), 0, num_positions - length + 1)
+  pos = jnp.arange(num_positions)[None, :]
+  fg = (pos >= start[:, None]) & (pos < (start + length)[:, None])  # [B, P]
+  frame_fg = jnp.repeat(fg, frames // num_positions, axis=1)  # [B, T]
+  mixed = jnp.where(frame_fg[:, :, None, None, None], video, video[background])
+  return mixed, fg.astype(jnp.float32)
+
+
+def temporal_grouping_logits(
+    clip_features: jax.Array, fg_mask: jax.Array, temperature: float
+) -> jax.Array:
+  """Foreground-vs-background logit d^k of every temporal position.
+
+  f = sum_k m^k z^k / sum_k m^k, b = sum_k (1-m^k) z^k / sum_k (1-m^k)
+  d^k = (cos(z^k, f) - cos(z^k, b)) / temperature, so that
+  p^k = softmax({cos(z^k,f), cos(z^k,b)} / temperature)[f] = sigmoid(d^k).
+
+  Args:
+    clip_features: [B, P, D] z^k, mean of the video tokens at position k.
+    fg_mask: [B, P] m^k in {0, 1}.
+    temperature: tau > 0.
+
+  Returns:
+    [B, P] float32 logits d^k. An empty foreground (or background) set gives a
+    zero centre whose cosine with everything is 0: finite, but meaningless.
+  """
+  z = clip_features.astype(jnp.float32)
+  m = fg_mask.astype(jnp.float32)[..., None]  # [B, P, 1]
+  fg_centre = jnp.sum(m * z, 1) / jnp.maximum(jnp.sum(m, 1), _EPS)
+  bg_centre = jnp.sum((1 - m) * z, 1) / jnp.maximum(jnp.sum(1 - m, 1), _EPS)
+  zn = _l2_normalize(z)
+  cos_f = jnp.einsum('bpd,bd->bp', zn, _l2_normalize(fg_centre))
+  cos_b = jnp.einsum('bpd,bd->bp', zn, _l2_normalize(bg_centre))
+  return (cos_f - cos_b) / temperature
+
+
+def temporal_grouping_loss(
+    clip_features: jax.Array,
+    fg_mask: jax.Array,
+    temperature: float = 0.1,
+    kind: str = 'mse',
+) -> jax.Array:
+  """Intra-clip temporal grouping loss L_t.
+
+  With d^k from `temporal_grouping_logits` and p^k = sigmoid(d^k):
+    kind='mse': L_t = mean over clips b and positions k of (p^k - m^k)^2
+    kind='bce': L_t = mean over b, k of
+                -[m^k log p^k + (1-m^k) log(1-p^k)]
+                = m^k softplus(-d^k) + (1-m^k) softplus(d^k)   (stable form)
+  Gradients flow through the centres f and b as well as through z^k.
+
+  Args:
+    clip_features: [B, P, D] per-position clip features z^k.
+    fg_mask: [B, P] foreground mask m from `cut_and_paste`.
+    temperature: tau; default 0.1 is unconfirmed in the paper.
+    kind: 'mse' (SPEC default) or 'bce'.
+
+  Returns:
+    Scalar float32 loss. If a clip has no foreground (or no background)
+    position, the empty centre is the zero vector with cosine 0 to every z^k;
+    the loss stays finite. `cut_and_paste` never produces such a clip.
+  """
+  if kind not in ('mse', 'bce'):
+    raise ValueError(f"kind must be 'mse' or 'bce', got {kind!r}.")
+  if clip_features.shape[:2] != fg_mask.shape:
+    raise ValueError(
+        f'clip_features {clip_features.shape} [B, P, D] does not match '
+        f'fg_mask {fg_mask.shape} [B, P].')
+  d = temporal_grouping_logits(clip_features, fg_mask, temperature)
+  m = fg_mask.astype(jnp.float32)
+  if kind == 'mse':
+    return jnp.mean(jnp.square(jax.nn.sigmoid(d) - m))
+  return jnp.mean(m * jax.nn.softplus(-d) + (1 - m) * jax.nn.softplus(d))
+
+
+def spatial_grounding_loss(
+    noun_emb: jax.Array,
+    noun_valid: jax.Array,
+    group_emb: jax.Array,
+    assign_temperature: float,
+    logit_scale: jax.Array | float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Inter-clip spatial grounding loss L_g.
+
+  For noun k of caption i and clip j, with c_m = cos(n_ik, g_jm):
+    a_m = softmax_m(c_m / assign_temperature)           over the M groups
+    s(n_ik, v_j) = sum_m a_m c_m
+    logits[i, k, j] = logit_scale * s(n_ik, v_j)
+    L_g = sum_{i,k} valid_ik * CE(logits[i, k, :], i) / sum_{i,k} valid_ik
+  i.e. InfoNCE over the clips of the batch (global under jit, as in
+  `contrastive_loss`) with clip i as the positive of its own nouns. Padded
+  nouns contribute nothing; with no valid noun at all the loss is 0 (not NaN)
+  and its gradient is 0. Group tokens that match no noun receive no direct
+  penalty: nothing in the formula pushes them anywhere.
+
+  Args:
+    noun_emb: [B, K, E] noun phrase embeddings, L2-normalised.
+    noun_valid: [B, K] 1 for real nouns, 0 for padding (bool or number).
+    group_emb: [B, M, E] final group token embeddings, L2-normalised.
+    assign_temperature: tau_g of the soft region assignment (unconfirmed in
+      the paper; SPEC gives no value).
+    logit_scale: scalar 1 / temperature of the InfoNCE.
+
+  Returns:
+    (loss, metrics) with 'noun_accuracy' = fraction of valid nouns whose own
+    clip scores highest (argmax ties -> lowest index; 0 with no valid noun)
+    and 'num_valid_nouns'.
+  """
+  if noun_emb.shape[:2] != noun_valid.shape:
+    raise ValueError(
+        f'noun_emb {noun_emb.shape} and noun_valid {noun_valid.shape} differ '
+        'in [B, K].')
+  if noun_emb.shape[0] != group_emb.shape[0]:
+    raise ValueError(
+        f'noun_emb batch {noun_emb.shape[0]} != group_emb batch '
+        f'{group_emb.shape[0]}.')
+  cos = jnp.einsum('ike,jme->ikjm', noun_emb, group_emb)  # [B, K, B, M]
+  attn = jax.nn.softmax(cos / assign_temperature, axis=-1)
+  logits = logit_scale * jnp.sum(attn * cos, axis=-1)  # [B_text, K, B_video]
+  batch = noun_emb.shape[0]
+  own = jnp.arange(batch)[:, None]  # [B, 1]: target clip of caption i.
+  positive = jnp.take_along_axis(logits, own[:, :, None], axis=2)[..., 0]
+  ce = jax.nn.logsumexp(logits, axis=-1) - positive  # [B, K]
+  valid = noun_valid.astype(jnp.float32)
+  count = jnp.sum(valid)
+  # max(count, 1): the all-padded batch divides 0 by 1 instead of 0 by 0.
+  denom = jnp.maximum(count, 1.0)
+  loss = jnp.sum(valid * ce) / denom
+  correct = (jnp.argmax(logits, axis=-1) == own).astype(jnp.float32)
+  metrics = {
+      'noun_accuracy': jnp.sum(valid * correct) / denom,
+      'num_valid_nouns': count,
+  }
+  return loss, metrics
+
+
+def total_loss(
+    terms: Mapping[str, jax.Array],
+    weights: Mapping[str, float] | None = None,
+) -> jax.Array:
+  """Weighted sum of the loss terms: total = sum_name weights[name] * terms[name].
+
+  Args:
+    terms: name -> scalar loss, e.g. {'contrastive': ..., 'temporal_grouping':
+      ..., 'spatial_grounding': ...}. Leave a disabled loss out of `terms`.
+    weights: name -> weight; a term without a weight gets 1.0 (SPEC default).
+      A weight of 0 for a term absent from `terms` (a disabled loss) is fine.
+
+  Returns:
+    The scalar total.
+
+  Raises:
+    ValueError if `weights` gives a nonzero weight to a term that is not in
+    `terms`: a misspelt weight would otherwise be silently ignored.
+  """
+  weights = dict(weights or {})
+  unknown = sorted(k for k, w in weights.items() if k not in terms and w != 0)
+  if unknown:
+    raise ValueError(
+        f'Weights {unknown} name no loss term; terms are {sorted(terms)}.')
+  if not terms:
+    raise ValueError('total_loss needs at least one term.')
+  return sum(weights.get(name, 1.0) * value for name, value in terms.items())

@@ -1,0 +1,70 @@
+r"""The svilm entry point: `python -m svilm.main --config=configs/pretrain.py --workdir=DIR`.
+
+The config is an ml_collections config file, locked at load time: `--config.some.key=value`
+overrides an existing key, and a key that does not exist is an error that names it. The trainer
+is chosen by `config.trainer`. Rerunning the same command in the same workdir resumes from the
+newest checkpoint there.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file, optionally with ':ARG'.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
+                               "eval_results.json; rerunning in it resumes.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+TRAINERS = ("pretrain",)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing with a one-line message for config mistakes instead of a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"FATAL Flags parsing error: {e}\nPass --help to see help on flags.")
+  except (KeyError, AttributeError) as e:
+    # ml_collections raises these for `--config.<key>` when <key> is not in the locked config.
+    bad = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    sys.exit(f"FATAL Unknown config key {e} in {' '.join(bad)}: the config has no such field "
+             "(keys are locked; check the spelling against the config file).")
+  except ValueError as e:
+    # get_config(arg) rejects bad arguments (e.g. the paper config without a data path).
+    sys.exit(f"FATAL Invalid config: {e}")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Imported here so `--help` and flag errors answer without loading JAX and TensorFlow.
+  import jax
+  import tensorflow as tf
+
+  # tf.data runs on the host only; keep TensorFlow away from any accelerator JAX will use.
+  tf.config.set_visible_devices([], "GPU")
+  # Orbax logs every save step at INFO; keep its warnings, drop the chatter.
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
+  config = _CONFIG.value
+  if config.trainer not in TRAINERS:
+    raise app.UsageError(f"config.trainer={config.trainer!r} is not one of {TRAINERS}")
+  logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
+               jax.device_count(), jax.default_backend(), jax.process_index(),
+               jax.process_count())
+  from svilm.trainers import pretrain
+  pretrain.train_and_evaluate(config, _WORKDIR.value)
+
+
+def run() -> None:
+  app.run(main, flags_parser=_parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,0 +1,169 @@
+"""S-ViLM dual encoder: video and text towers projected into one joint space.
+
+No fusion: the video tower (`VideoEncoder`) and the text tower
+(`TextEncoder`) run independently and meet only in the losses. This module
+adds the three projections (clip features, group tokens, text) and the
+learnable logit scale, and exposes `encode_video` / `encode_text` so
+evaluators can embed one modality at a time with
+`model.apply(variables, ..., method=SViLM.encode_video)`.
+
+All embeddings are returned in float32 whatever the compute dtype, because
+the contrastive losses compare them across the global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from svilm.models import text_encoder
+from svilm.models import video_encoder
+from svilm.models import vit
+
+Array = Any
+Dtype = Any
+
+# CLIP clips exp(log_logit_scale) at 100 to keep training stable.
+MAX_LOGIT_SCALE = 100.0
+
+
+def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-6) -> Array:
+  """x / max(||x||_2, eps) along `axis` (zero vectors stay zero)."""
+  norm = jnp.linalg.norm(x, axis=axis, keepdims=True)
+  return x / jnp.maximum(norm, eps)
+
+
+def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
+                         eps: float = 1e-6) -> Array:
+  """Video embedding from per-position clip embeddings.
+
+  v_b = l2_normalize(sum_k w[b,k] clip_emb[b,k] / max(sum_k w[b,k], eps)).
+
+  Args:
+    clip_emb: [B, N_t, E] projected, unnormalised clip embeddings.
+    weights: [B, N_t] non-negative weights (e.g. the cut-and-paste
+      foreground mask), or None for a plain mean over all positions.
+    eps: guards both divisions; an all-zero weight row gives a zero vector.
+
+  Returns:
+    [B, E] L2-normalised embeddings (float32).
+  """
+  clip_emb = clip_emb.astype(jnp.float32)
+  if weights is None:
+    weights = jnp.ones(clip_emb.shape[:2], jnp.float32)
+  weights = weights.astype(jnp.float32)
+  total = jnp.sum(weights, axis=1, keepdims=True)  # [B, 1]
+  pooled = jnp.einsum('bk,bke->be', weights, clip_emb)
+  pooled = pooled / jnp.maximum(total, eps)
+  return l2_normalize(pooled, eps=eps)
+
+
+def _projection(embed_dim: int, dtype: Dtype, name: str) -> nn.Dense:
+  # No bias, as in CLIP: a bias would shift every embedding by the same
+  # vector and only fight the L2 normalisation.
+  return vit.dense(embed_dim, ('embed', None), dtype, name=name,
+                   use_bias=False)
+
+
+class SViLM(nn.Module):
+  """The S-ViLM dual encoder.
+
+  Attributes:
+    video: keyword arguments of VideoEncoder (e.g. a ConfigDict).
+    text: keyword arguments of TextEncoder.
+    embed_dim: joint-space width E (256 is unconfirmed in the paper).
+    temperature_init: initial softmax temperature tau; logit scale = 1/tau.
+    learn_temperature: learn log(1/tau) (param 'log_logit_scale') or keep it
+      fixed at log(1/temperature_init).
+    dtype: compute dtype of both towers unless the mappings set their own
+      'dtype'; params are float32.
+  """
+  video: Mapping[str, Any] = flax.core.FrozenDict()
+  text: Mapping[str, Any] = flax.core.FrozenDict()
+  embed_dim: int = 256
+  temperature_init: float = 0.07
+  learn_temperature: bool = True
+  dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.video_encoder = video_encoder.VideoEncoder(
+        **{'dtype': self.dtype, **dict(self.video)})
+    self.text_encoder = text_encoder.TextEncoder(
+        **{'dtype': self.dtype, **dict(self.text)})
+    self.video_proj = _projection(self.embed_dim, self.dtype, 'video_proj')
+    self.group_proj = _projection(self.embed_dim, self.dtype, 'group_proj')
+    self.text_proj = _projection(self.embed_dim, self.dtype, 'text_proj')
+    init_value = float(np.log(1.0 / self.temperature_init))
+    if self.learn_temperature:
+      self.log_logit_scale = self.param(
+          'log_logit_scale', nn.with_logical_partitioning(
+              nn.initializers.constant(init_value), ()), ())
+    else:
+      self.log_logit_scale = jnp.asarray(init_value, jnp.float32)
+
+  def encode_video(self, video: Array, *,
+                   train: bool) -> tuple[dict[str, Array], dict[str, Any]]:
+    """Embeds a video [B, T, H, W, 3].
+
+    Returns:
+      outputs: 'clip_emb' [B, N_t, E], projected clip features, NOT
+        normalised (pool with `pool_video_embedding`); 'group_emb' [B, M, E],
+        projected and L2-normalised group tokens.
+      intermediates: the VideoEncoder's intermediates plus 'clip_emb' and
+        'tokens' (final video tokens [B, N_t, H_p, W_p, D]).
+    """
+    tokens, inter = self.video_encoder(video, train=train)
+    clip_emb = self.video_proj(inter['clip_features']).astype(jnp.float32)
+    group_emb = l2_normalize(
+        self.group_proj(inter['group_tokens']).astype(jnp.float32))
+    outputs = {'clip_emb': clip_emb, 'group_emb': group_emb}
+    return outputs, {**inter, 'clip_emb': clip_emb, 'tokens': tokens}
+
+  def encode_text(self, tokens: Array, mask: Array, *,
+                  train: bool) -> tuple[Array, dict[str, Array]]:
+    """Embeds token ids [..., L] (mask [..., L]) to [..., E], L2-normalised.
+
+    Intermediates: {'tokens': [..., L, D_text]} final hidden states and
+    'pooled' [..., D_text] (the [CLS] state before projection).
+    """
+    pooled, inter = self.text_encoder(tokens, mask, train=train)
+    emb = l2_normalize(self.text_proj(pooled).astype(jnp.float32))
+    return emb, {**inter, 'pooled': pooled}
+
+  def logit_scale(self) -> Array:
+    """exp(log_logit_scale) clipped to at most 100, float32 scalar."""
+    return jnp.minimum(jnp.exp(self.log_logit_scale), MAX_LOGIT_SCALE)
+
+  def __call__(self, video: Array, text_tokens: Array, text_mask: Array,
+               noun_tokens: Array, noun_mask: Array, *,
+               train: bool) -> tuple[dict[str, Array], dict[str, Any]]:
+    """Runs both towers on a batch.
+
+    Args:
+      video: [B, T, H, W, 3].
+      text_tokens, text_mask: captions [B, L].
+      noun_tokens, noun_mask: prompted noun phrases [B, K, Ln]; a padded noun
+        slot (all-zero mask) gives a finite embedding the loss must mask.
+      train: dropout ('dropout' rng) and Gumbel noise ('gumbel' rng).
+
+    Returns:
+      outputs: encode_video's outputs plus 'text_emb' [B, E], 'noun_emb'
+        [B, K, E] (both L2-normalised) and 'logit_scale' (scalar).
+      intermediates: encode_video's intermediates plus 'text_tokens'
+        [B, L, D_text] and 'noun_tokens' [B, K, Ln, D_text].
+    """
+    outputs, inter = self.encode_video(video, train=train)
+    text_emb, text_inter = self.encode_text(text_tokens, text_mask,
+                                            train=train)
+    noun_emb, noun_inter = self.encode_text(noun_tokens, noun_mask,
+                                            train=train)
+    outputs = {**outputs, 'text_emb': text_emb, 'noun_emb': noun_emb,
+               'logit_scale': self.logit_scale()}
+    inter = {**inter, 'text_tokens': text_inter['tokens'],
+             'noun_tokens': noun_inter['tokens']}
+    return outputs, inter

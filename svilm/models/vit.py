@@ -1,0 +1,230 @@
+"""Video ViT building blocks: tubelet embedding, space-time positions, encoder blocks.
+
+These are the pieces the S-ViLM video encoder (`video_encoder.py`) stacks, and
+the MLP and LayerNorm helpers the grouping block and the text encoder reuse.
+
+Every parameter is created through `nn.with_logical_partitioning`, so
+`model.init` returns `nn.LogicallyPartitioned` boxes carrying logical axis
+names ('embed', 'mlp', 'heads', 'kv', 'vocab', 'groups'; None = never
+sharded). Callers wanting plain arrays call `nn.meta.unbox(variables)`;
+`nn.get_partition_spec(variables)` gives the logical specs. `apply` accepts
+either form. Parameters are always float32; `dtype` is the compute dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = Any
+Dtype = Any
+
+# Used by both the ViT blocks and the grouping block. Xavier is what the
+# reference ViT (big_vision, scenic) uses for its Dense kernels.
+DEFAULT_KERNEL_INIT = nn.initializers.xavier_uniform()
+
+
+def layer_norm(dtype: Dtype, name: str | None = None,
+               epsilon: float = 1e-6, use_bias: bool = True) -> nn.LayerNorm:
+  """LayerNorm whose scale and bias carry the logical axis name 'embed'."""
+  return nn.LayerNorm(
+      epsilon=epsilon, dtype=dtype, name=name, use_bias=use_bias,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
+
+
+def dense(features: int, names: tuple[str | None, str | None], dtype: Dtype,
+          name: str | None = None, use_bias: bool = True,
+          kernel_init=DEFAULT_KERNEL_INIT) -> nn.Dense:
+  """nn.Dense with kernel axes `names` = (in, out) and bias axis (out,)."""
+  return nn.Dense(
+      features, dtype=dtype, name=name, use_bias=use_bias,
+      kernel_init=nn.with_logical_partitioning(kernel_init, names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                             (names[1],)))
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention (param names as flax's MultiHeadDotProductAttention).
+
+  The key projection has no bias: a key bias adds q.b_k to every logit of a
+  query's row, which the softmax over keys cancels, so its gradient is exactly
+  zero; such a parameter only collects float noise that Adam inflates into
+  full-size updates (and breaks sharded == unsharded). Importing BERT drops
+  its key bias for the same reason: it never changes the output.
+
+  q/k/v kernels are [D, heads, head_dim] ('embed', 'heads', 'kv'); the output
+  kernel is [heads, head_dim, D] ('heads', 'kv', 'embed'). The softmax runs in
+  float32 even when computing in bfloat16.
+  """
+  num_heads: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  kernel_init: Callable = DEFAULT_KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None = None, *,
+               train: bool) -> Array:
+    """x [..., L, D]; mask broadcastable to [..., heads, L, L] (True = attend)."""
+    d = x.shape[-1]
+    if d % self.num_heads:
+      raise ValueError(f'Width {d} is not divisible by {self.num_heads} heads.')
+    head_dim = d // self.num_heads
+
+    def project(name: str, use_bias: bool) -> Array:
+      return nn.DenseGeneral(
+          (self.num_heads, head_dim), dtype=self.dtype, name=name,
+          use_bias=use_bias,
+          kernel_init=nn.with_logical_partitioning(
+              self.kernel_init, ('embed', 'heads', 'kv')),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                 ('heads', 'kv')))(x)
+
+    q = project('query', True) / jnp.sqrt(head_dim).astype(self.dtype)
+    k = project('key', False)
+    v = project('value', True)
+    logits = jnp.einsum('...qhd,...khd->...hqk', q, k,
+                        preferred_element_type=jnp.float32)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
+    y = jnp.einsum('...hqk,...khd->...qhd', weights, v)
+    return nn.DenseGeneral(
+        d, axis=(-2, -1), dtype=self.dtype, name='out',
+        kernel_init=nn.with_logical_partitioning(self.kernel_init,
+                                                 ('heads', 'kv', 'embed')),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                               ('embed',)))(y)
+
+
+def tubelet_grid(video_shape: Sequence[int],
+                 patch_size: Sequence[int]) -> tuple[int, int, int]:
+  """Token grid (N_t, H_p, W_p) = (T/p_t, H/p_h, W/p_w) of a [B,T,H,W,C] video.
+
+  Raises:
+    ValueError: if T, H or W is not divisible by its patch size.
+  """
+  if len(video_shape) != 5:
+    raise ValueError(f'Expected a video [B, T, H, W, C], got shape '
+                     f'{tuple(video_shape)}.')
+  sizes = tuple(video_shape[1:4])
+  for axis, size, patch in zip('THW', sizes, patch_size):
+    if size % patch:
+      raise ValueError(
+          f'Video {axis}={size} is not divisible by the tubelet size {patch} '
+          f'(video shape {tuple(video_shape)}, patch_size '
+          f'{tuple(patch_size)}).')
+  return tuple(s // p for s, p in zip(sizes, patch_size))
+
+
+class TubeletEmbedding(nn.Module):
+  """Non-overlapping 3D patches: Conv3D with stride = kernel = patch_size.
+
+  Maps video [B, T, H, W, C] to tokens [B, T/p_t, H/p_h, W/p_w, width].
+  """
+  width: int
+  patch_size: tuple[int, int, int] = (2, 16, 16)
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, video: Array) -> Array:
+    tubelet_grid(video.shape, self.patch_size)  # Raises on bad sizes.
+    return nn.Conv(
+        self.width, kernel_size=tuple(self.patch_size),
+        strides=tuple(self.patch_size), padding='VALID', dtype=self.dtype,
+        kernel_init=nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(), (None, None, None, None, 'embed')),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                               ('embed',)),
+        name='conv')(video)
+
+
+class SpaceTimePositionEmbedding(nn.Module):
+  """Adds learned space-time position embeddings to tokens [B, N_t, H_p, W_p, D].
+
+  kind='joint': one table [N_t*H_p*W_p, D] (param 'joint').
+  kind='factorised': temporal [N_t, D] ('temporal') + spatial [H_p*W_p, D]
+  ('spatial'), broadcast-added. Which of the two the paper uses is
+  unconfirmed in the paper; 'joint' is the default.
+  The tables are sized by the grid seen at init, so a different input
+  resolution needs resampled tables.
+  """
+  kind: str = 'joint'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    _, n_t, h_p, w_p, d = x.shape
+    init = nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02),
+                                        (None, 'embed'))
+    if self.kind == 'joint':
+      pos = self.param('joint', init, (n_t * h_p * w_p, d))
+      pos = pos.reshape(n_t, h_p, w_p, d)
+    elif self.kind == 'factorised':
+      temporal = self.param('temporal', init, (n_t, d))
+      spatial = self.param('spatial', init, (h_p * w_p, d))
+      pos = temporal[:, None, None, :] + spatial.reshape(1, h_p, w_p, d)
+    else:
+      raise ValueError(f"pos_embedding must be 'joint' or 'factorised', got "
+                       f'{self.kind!r}.')
+    return x + pos.astype(self.dtype)[None]
+
+
+class MlpBlock(nn.Module):
+  """Dense(mlp_dim) -> GELU -> Dropout -> Dense(D) -> Dropout, D = input width.
+
+  GELU is the exact (erf) form, as in BERT, so text checkpoints map 1:1.
+  """
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  kernel_init: Any = DEFAULT_KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool) -> Array:
+    d = x.shape[-1]
+    y = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='fc1',
+              kernel_init=self.kernel_init)(x)
+    y = nn.gelu(y, approximate=False)
+    y = nn.Dropout(self.dropout)(y, deterministic=not train)
+    y = dense(d, ('mlp', 'embed'), self.dtype, name='fc2',
+              kernel_init=self.kernel_init)(y)
+    return nn.Dropout(self.dropout)(y, deterministic=not train)
+
+
+def padding_to_attention_mask(mask: Array) -> Array:
+  """Key-padding mask [B, L] (1 = real token) -> attention mask [B, 1, 1, L].
+
+  Only keys are masked: rows of padded queries still attend to real tokens,
+  and an all-padding row (a padded noun slot) attends uniformly, so every
+  output stays finite.
+  """
+  return mask.astype(bool)[:, None, None, :]
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+  Input and output are [B, L, D]. `mask` is an optional boolean attention
+  mask broadcastable to [B, heads, L, L] (see `padding_to_attention_mask`).
+  """
+  num_heads: int
+  mlp_dim: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None = None, *,
+               train: bool) -> Array:
+    y = layer_norm(self.dtype, name='ln_attn')(x)
+    y = SelfAttention(self.num_heads, self.dropout, self.dtype,
+                      name='attention')(y, mask, train=train)
+    x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
+    y = layer_norm(self.dtype, name='ln_mlp')(x)
+    return x + MlpBlock(self.mlp_dim, self.dropout, self.dtype, name='mlp')(
+        y, train=train)

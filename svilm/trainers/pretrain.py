@@ -1,0 +1,288 @@
+"""S-ViLM pretraining loop: init or resume, jitted sharded step, metrics, checkpoints, eval.
+
+`train_and_evaluate(config, workdir)` is the whole job. Every source of randomness is a pure
+function of (config.seed, step): the step's key is `fold_in(base_key, step)`, the learning rate
+is `schedule(step)`, and the input stream is positioned from the step. A run killed at any
+point and restarted in the same workdir therefore ends bit-for-bit where an uninterrupted run
+ends (tests/test_resume.py checks this).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers
+
+from data_pipelines import input_pipeline
+from data_pipelines import tokenizer as tokenizer_lib
+from svilm import checkpointing
+from svilm import configuration
+from svilm import data_setup
+from svilm import losses
+from svilm import sharding
+from svilm.evaluators import pretrain_eval
+from svilm.models import svilm as svilm_model
+
+
+class TrainState(flax.struct.PyTreeNode):
+  """Everything a checkpoint holds. `rng` is the base key; it never advances."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+
+def build_model(config: ml_collections.ConfigDict) -> svilm_model.SViLM:
+  model = config.model
+  return svilm_model.SViLM(video=model.video.to_dict(), text=model.text.to_dict(),
+                           embed_dim=model.embed_dim, temperature_init=model.temperature_init,
+                           learn_temperature=model.learn_temperature)
+
+
+def make_optimizer(config: ml_collections.ConfigDict):
+  """AdamW with linear warmup and cosine decay; weight decay on matrices only."""
+  optim = config.optim
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=optim.learning_rate,
+      warmup_steps=min(optim.warmup_steps, config.total_steps - 1),
+      decay_steps=config.total_steps,
+      end_value=optim.learning_rate * optim.end_learning_rate_ratio)
+  decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  tx = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
+                   mask=decay_mask)
+  if optim.grad_clip_norm:
+    tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
+  return tx, schedule
+
+
+def dummy_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict:
+  """Zeros shaped like a training batch (the input-pipeline contract), for init and tracing."""
+  data = config.data
+  return {
+      "video": jnp.zeros((batch_size, data.num_frames, data.resolution, data.resolution, 3)),
+      "text_tokens": jnp.zeros((batch_size, data.max_text_len), jnp.int32),
+      "text_mask": jnp.ones((batch_size, data.max_text_len), jnp.int32),
+      "noun_tokens": jnp.zeros((batch_size, data.num_nouns, data.max_noun_len), jnp.int32),
+      "noun_mask": jnp.ones((batch_size, data.num_nouns, data.max_noun_len), jnp.int32),
+      "noun_valid": jnp.ones((batch_size, data.num_nouns), jnp.int32),
+  }
+
+
+def init_state(model, tx, config: ml_collections.ConfigDict) -> TrainState:
+  """Fresh parameters and optimizer state from config.seed (jit-able, no inputs)."""
+  init_key, base_key = jax.random.split(jax.random.PRNGKey(config.seed))
+  batch = dummy_batch(config, 2)
+  variables = model.init({"params": init_key, "gumbel": init_key, "dropout": init_key},
+                         batch["video"], batch["text_tokens"], batch["text_mask"],
+                         batch["noun_tokens"], batch["noun_mask"], train=False)
+  params = flax.linen.meta.unbox(variables["params"])
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=base_key)
+
+
+def compute_losses(params, batch, rng, *, model, config):
+  """Cut-and-paste, forward pass and the three S-ViLM losses; returns (total, metrics)."""
+  cut_rng, gumbel_rng, dropout_rng = jax.random.split(rng, 3)
+  video = batch["video"]
+  positions = configuration.num_temporal_positions(config)
+  cut = config.cut_and_paste
+  if cut.enabled:
+    video, fg_mask = losses.cut_and_paste(cut_rng, video, positions, cut.min_span, cut.max_span)
+  else:
+    fg_mask = jnp.ones((video.shape[0], positions), jnp.float32)
+  outputs, intermediates = model.apply(
+      {"params": params}, video, batch["text_tokens"], batch["text_mask"],
+      batch["noun_tokens"], batch["noun_mask"], train=True,
+      rngs={"gumbel": gumbel_rng, "dropout": dropout_rng})
+  weights = fg_mask if config.loss.video_pooling == "foreground" else None
+  video_emb = svilm_model.pool_video_embedding(outputs["clip_emb"], weights)
+  scale = outputs["logit_scale"]
+  terms, metrics = {}, {}
+  terms["contrast"], contrast_metrics = losses.contrastive_loss(
+      video_emb, outputs["text_emb"], scale)
+  if cut.enabled:
+    terms["temporal"] = losses.temporal_grouping_loss(
+        intermediates["clip_features"], fg_mask, config.loss.temporal_temperature,
+        config.loss.temporal_kind)
+  terms["grounding"], grounding_metrics = losses.spatial_grounding_loss(
+      outputs["noun_emb"], batch["noun_valid"], outputs["group_emb"],
+      config.loss.grounding_assign_temperature, scale)
+  total = losses.total_loss(terms, {"contrast": config.loss.contrast_weight,
+                                     "temporal": config.loss.temporal_weight,
+                                     "grounding": config.loss.grounding_weight})
+  metrics.update({f"loss/{name}": value for name, value in terms.items()})
+  metrics.update({f"train/{k}": v for k, v in {**contrast_metrics, **grounding_metrics}.items()})
+  metrics["loss/total"] = total
+  metrics["train/temperature"] = 1.0 / scale
+  return total, metrics
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule, config):
+  """One optimisation step on the global batch; returns the new state and its metrics."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  grad_fn = jax.value_and_grad(
+      functools.partial(compute_losses, model=model, config=config), has_aux=True)
+  (_, metrics), grads = grad_fn(state.params, batch, rng)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics.update({"train/learning_rate": schedule(state.step),
+                  "train/grad_norm": optax.tree.norm(grads),
+                  "train/param_norm": optax.tree.norm(params),
+                  "train/update_norm": optax.tree.norm(updates)})
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN or Inf; nothing after the last good checkpoint was saved."""
+
+
+def _check_finite(step: int, metrics: dict, last_saved: int | None, workdir: str) -> None:
+  values = {k: float(metrics[k]) for k in ("loss/total", "train/grad_norm")}
+  if all(np.isfinite(v) for v in values.values()):
+    return
+  where = (f"step {last_saved} in {checkpointing.checkpoint_dir(workdir)}"
+           if last_saved is not None else "none (no checkpoint had been written)")
+  terms = {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
+  raise NonFiniteLossError(
+      f"Non-finite training values at step {step}: {values}, loss terms {terms}. Training "
+      f"stopped; the last good checkpoint is {where}. Lower optim.learning_rate or check the "
+      "input data, then rerun the same command to resume from that checkpoint.")
+
+
+def _flatten(config: ml_collections.ConfigDict) -> dict:
+  flat = {}
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      flat.update({f"{key}.{k}": v for k, v in _flatten(value).items()})
+    else:
+      flat[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+  return flat
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains from scratch or resumes from WORKDIR/checkpoints; returns the final eval metrics."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  os.makedirs(workdir, exist_ok=True)
+  devices = dict(num_devices=jax.device_count(), process_count=jax.process_count())
+  configuration.finalize(config, vocab_size=None, **devices)   # fail before touching data
+  sources = data_setup.prepare(config)
+  tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
+  config = configuration.finalize(config, vocab_size=tokenizer.vocab_size, **devices)
+  mesh = sharding.make_mesh(config)
+  model = build_model(config)
+  tx, schedule = make_optimizer(config)
+  local_batch = config.batch_size // jax.process_count()
+
+  state_sharding = sharding.replicated(mesh)
+  make_state = functools.partial(init_state, model, tx, config)
+  abstract_state = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=state_sharding),
+      jax.eval_shape(make_state))
+  manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
+  last_saved = manager.latest_step()
+  if last_saved is not None:
+    state, meta = checkpointing.restore(manager, last_saved, abstract_state)
+    if meta["examples_per_host"] != last_saved * local_batch:
+      raise ValueError(f"Checkpoint {last_saved} was written with a per-host batch of "
+                       f"{meta['examples_per_host'] // max(last_saved, 1)}, this run uses "
+                       f"{local_batch}: resuming would change the data order")
+    logging.info("Resumed from checkpoint at step %d in %s", last_saved,
+                 checkpointing.checkpoint_dir(workdir))
+  else:
+    state = jax.jit(make_state, out_shardings=state_sharding)()
+  start_step = int(state.step)
+
+  writer = metric_writers.create_default_writer(
+      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+  if start_step == 0:
+    writer.write_hparams(_flatten(config))
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  logging.info("Model has %.2fM parameters; %d devices, global batch %d", num_params / 1e6,
+               jax.device_count(), config.batch_size)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+  evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, sources.eval_files,
+                                              tokenizer)
+  pipeline_args = dict(
+      tokenizer=tokenizer, batch_size=local_batch, num_frames=config.data.num_frames,
+      frame_stride=config.data.frame_stride, resolution=config.data.resolution,
+      max_text_len=config.data.max_text_len, num_nouns=config.data.num_nouns,
+      max_noun_len=config.data.max_noun_len, noun_prompt=config.data.noun_prompt)
+  train_files = input_pipeline.host_shards(sources.train_files, jax.process_index(),
+                                           jax.process_count())
+  train_iter = input_pipeline.as_numpy(input_pipeline.make_dataset(
+      train_files, train=True, seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
+      start_index=start_step * local_batch, **pipeline_args))
+
+  def evaluate(params, step: int) -> dict:
+    results = evaluator.run(params)
+    writer.write_scalars(step, results)
+    results = {"step": step, **results}
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, "eval_results.json"), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    logging.info("Evaluation at step %d: %s", step, results)
+    return results
+
+  try:
+    results = _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_iter,
+                          mesh, manager, writer, local_batch, evaluate)
+  finally:
+    # Also on errors: a checkpoint being written must land before the process exits.
+    manager.wait_until_finished()
+    manager.close()
+    writer.flush()
+    writer.close()
+  return results
+
+
+def _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_iter, mesh,
+                manager, writer, local_batch, evaluate) -> dict:
+  """Steps from start_step to total_steps with logging, checkpoints and evaluation."""
+  previous = None   # (step, metrics) of the step before, checked while the next one runs
+  log_time, log_step = time.time(), start_step
+  results = {}
+  for step in range(start_step + 1, config.total_steps + 1):
+    batch = sharding.to_global(next(train_iter), mesh)
+    state, metrics = step_fn(state, batch)
+    if previous is not None:
+      _check_finite(*previous, last_saved, workdir)
+    previous = (step, metrics)
+    if step % config.log_every_steps == 0 or step == config.total_steps:
+      _check_finite(step, metrics, last_saved, workdir)
+      elapsed, steps = time.time() - log_time, step - log_step
+      scalars = {k: float(v) for k, v in metrics.items()}
+      scalars["perf/steps_per_sec"] = steps / elapsed
+      scalars["perf/examples_per_sec"] = steps * config.batch_size / elapsed
+      scalars["perf/examples_per_sec_per_device"] = scalars["perf/examples_per_sec"] / (
+          jax.device_count())
+      scalars["perf/eta_minutes"] = (config.total_steps - step) * elapsed / steps / 60
+      writer.write_scalars(step, scalars)
+      logging.info("step %d/%d  loss %.4f  %.1f examples/s  ETA %.1f min", step,
+                   config.total_steps, scalars["loss/total"],
+                   scalars["perf/examples_per_sec"], scalars["perf/eta_minutes"])
+      log_time, log_step = time.time(), step
+    if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
+      _check_finite(step, metrics, last_saved, workdir)   # never save a broken state
+      checkpointing.save(manager, step, state,
+                         {"step": step, "examples_per_host": step * local_batch})
+      last_saved = step
+    if config.eval_every_steps and step % config.eval_every_steps == 0:
+      results = evaluate(state.params, step)
+  if not results or results["step"] != int(state.step):
+    results = evaluate(state.params, int(state.step))
+  return results

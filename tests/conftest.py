@@ -1,0 +1,36 @@
+"""Test setup: 8 fake CPU devices (for the mesh tests) and one tiny ShapesWorld per session."""
+
+import os
+
+# Must happen before JAX initialises its backends; every test process sees 8 CPU devices, and
+# single-device runs build their mesh from jax.devices()[:1].
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(shapesworld_dir: str):
+  """configs/pretrain.py:tiny with its ShapesWorld cache under `shapesworld_dir`."""
+  from configs import pretrain
+  config = pretrain.get_config("tiny")
+  config.data.shapesworld_dir = shapesworld_dir
+  return config
+
+
+@pytest.fixture(scope="session")
+def shapesworld_cache(tmp_path_factory) -> str:
+  """A ShapesWorld cache directory holding the tiny config's dataset (built once)."""
+  from svilm import data_setup
+  cache = str(tmp_path_factory.mktemp("shapesworld_cache"))
+  data_setup.prepare(tiny_config(cache))
+  return cache
+
+
+@pytest.fixture
+def tiny(shapesworld_cache):
+  """A fresh (unlocked) tiny pretraining config pointing at the session's ShapesWorld."""
+  return tiny_config(shapesworld_cache)

@@ -1,0 +1,84 @@
+"""Config loading: locked keys, derived values, and impossible settings rejected by name."""
+
+import subprocess
+import sys
+
+import pytest
+
+from configs import pretrain
+from configs import pretrain_paper
+from svilm import configuration
+from tests.conftest import REPO_ROOT
+
+
+def _finalize(config, num_devices=8, vocab_size=100):
+  return configuration.finalize(config, num_devices=num_devices, process_count=1,
+                                vocab_size=vocab_size)
+
+
+def test_derived_values_are_filled_in_one_place():
+  config = _finalize(pretrain.get_config())
+  assert config.model.text.vocab_size == 100
+  assert config.model.text.max_len == max(config.data.max_text_len, config.data.max_noun_len)
+  assert config.cut_and_paste.max_span == config.data.num_frames // 2 - 1   # N_t - 1
+  with pytest.raises(AttributeError):
+    config.model.text.new_key = 1      # finalized configs stay locked
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", 12, "batch_size=12 is not divisible by the 8 devices"),
+    ("model.video.grouping_layers", (2, 7), "model.video.grouping_layers"),
+    ("cut_and_paste.max_span", 4, "cut_and_paste.min_span=1 / max_span=4"),
+    ("data.num_frames", 7, "data.num_frames=7 is not divisible"),
+    ("data.resolution", 72, "data.resolution=72"),
+    ("loss.temporal_kind", "l1", "loss.temporal_kind"),
+    ("data.noun_prompt", "a video", "data.noun_prompt"),
+])
+def test_impossible_settings_fail_naming_the_key(key, value, message):
+  config = pretrain.get_config()
+  *parents, leaf = key.split(".")
+  node = config
+  for parent in parents:
+    node = node[parent]
+  node[leaf] = value
+  with pytest.raises(configuration.ConfigError, match=message.replace("(", r"\(")
+                     .replace(")", r"\)")):
+    _finalize(config)
+
+
+def test_temporal_loss_without_cut_and_paste_is_rejected():
+  config = pretrain.get_config()
+  config.cut_and_paste.enabled = False
+  with pytest.raises(configuration.ConfigError, match="loss.temporal_weight"):
+    _finalize(config)
+  config.loss.temporal_weight = 0.0
+  _finalize(config)
+
+
+def test_paper_config_needs_data_and_tokenizer():
+  with pytest.raises(ValueError, match="needs real data"):
+    pretrain_paper.get_config()
+  with pytest.raises(ValueError, match="Unknown argument"):
+    pretrain_paper.get_config("dat=/x,tokenizer=/y")
+  config = pretrain_paper.get_config("data=/shards,tokenizer=/spm.model")
+  assert config.data.path == "/shards" and config.model.video.grouping_layers == (6, 9, 12)
+  assert config.model.video.num_groups == 32 and config.data.num_frames == 32
+
+
+def _main(*args):
+  return subprocess.run([sys.executable, "-m", "svilm.main", *args], cwd=REPO_ROOT,
+                        capture_output=True, text=True, timeout=120)
+
+
+def test_main_rejects_a_misspelt_key_by_name(tmp_path):
+  result = _main("--config=configs/pretrain.py", f"--workdir={tmp_path}",
+                 "--config.totl_steps=1")
+  assert result.returncode != 0
+  assert "totl_steps" in result.stderr and "Unknown config key" in result.stderr
+  assert not (tmp_path / "checkpoints").exists()
+
+
+def test_main_paper_config_without_data_says_what_to_pass(tmp_path):
+  result = _main("--config=configs/pretrain_paper.py", f"--workdir={tmp_path}")
+  assert result.returncode != 0
+  assert "configs/pretrain_paper.py:data=SHARD_DIR,tokenizer=SPM.model" in result.stderr

@@ -1,0 +1,105 @@
+"""The tf.data pipeline against the batch contract, determinism, resume and host sharding."""
+
+import itertools
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_pipelines import input_pipeline
+from data_pipelines import schema
+from data_pipelines import tokenizer as tokenizer_lib
+from svilm import data_setup
+
+
+def _pipeline(config, files, *, train, batch_size=4, **kwargs):
+  sources = data_setup.prepare(config)
+  data = config.data
+  return input_pipeline.make_dataset(
+      files, tokenizer=tokenizer_lib.Tokenizer(sources.tokenizer_path), batch_size=batch_size,
+      num_frames=data.num_frames, frame_stride=data.frame_stride, resolution=data.resolution,
+      max_text_len=data.max_text_len, num_nouns=data.num_nouns, max_noun_len=data.max_noun_len,
+      noun_prompt=data.noun_prompt, train=train, **kwargs)
+
+
+def _take(ds, n):
+  return list(itertools.islice(input_pipeline.as_numpy(ds), n))
+
+
+def test_train_batch_matches_contract(tiny):
+  files = data_setup.prepare(tiny).train_files
+  (batch,) = _take(_pipeline(tiny, files, train=True), 1)
+  d = tiny.data
+  expected = {
+      "video": ((4, d.num_frames, d.resolution, d.resolution, 3), np.float32),
+      "text_tokens": ((4, d.max_text_len), np.int32),
+      "text_mask": ((4, d.max_text_len), np.int32),
+      "noun_tokens": ((4, d.num_nouns, d.max_noun_len), np.int32),
+      "noun_mask": ((4, d.num_nouns, d.max_noun_len), np.int32),
+      "noun_valid": ((4, d.num_nouns), np.int32),
+      "index": ((4,), np.int32),
+  }
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected
+  assert 0.0 <= batch["video"].min() and batch["video"].max() <= 1.0
+  assert (batch["text_mask"][:, 0] == 1).all()          # [CLS] is always there
+  assert (batch["noun_valid"][:, 0] == 1).all()         # every caption names an object
+
+
+def test_same_seed_same_batches_and_resume_skips_exactly(tiny):
+  files = data_setup.prepare(tiny).train_files
+  first = _take(_pipeline(tiny, files, train=True, seed=3), 4)
+  again = _take(_pipeline(tiny, files, train=True, seed=3), 4)
+  other = _take(_pipeline(tiny, files, train=True, seed=4), 4)
+  resumed = _take(_pipeline(tiny, files, train=True, seed=3, start_index=2 * 4), 2)
+  for a, b in zip(first, again):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  assert any(not np.array_equal(a["index"], b["index"]) or
+             not np.array_equal(a["video"], b["video"]) for a, b in zip(first, other))
+  for a, b in zip(first[2:], resumed):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_eval_pass_is_deterministic_and_annotations_follow_the_nouns(tiny):
+  files = data_setup.prepare(tiny).eval_files
+  batches = _take(_pipeline(tiny, files, train=False, with_annotations=True), 100)
+  again = _take(_pipeline(tiny, files, train=False, with_annotations=True), 100)
+  assert len(batches) == len(again) > 0
+  for a, b in zip(batches, again):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  # Rebuild the first example's noun boxes straight from its record.
+  record = schema.parse_sequence_example(next(iter(tf.data.TFRecordDataset(files[0]))))
+  frame_ids = input_pipeline.sample_frame_indices(
+      tf.shape(record["frames"])[0], tiny.data.num_frames, tiny.data.frame_stride,
+      tf.constant(0.5)).numpy()
+  first = batches[0]
+  for k, obj in enumerate(record["noun_object"].numpy()[:tiny.data.num_nouns]):
+    np.testing.assert_allclose(first["noun_boxes"][0, k],
+                               record["boxes"].numpy()[frame_ids, obj])
+    np.testing.assert_array_equal(first["noun_visible"][0, k],
+                                  record["visible"].numpy()[frame_ids, obj])
+
+
+def test_sample_frame_indices():
+  sample = lambda n, f, s, o: input_pipeline.sample_frame_indices(
+      tf.constant(n), f, s, tf.constant(o, tf.float32)).numpy().tolist()
+  assert sample(16, 8, 2, 0.0) == [0, 2, 4, 6, 8, 10, 12, 14]
+  assert sample(20, 4, 2, 0.5) == [7, 9, 11, 13]         # 14 valid starts, floor(0.5 * 14)
+  assert sample(20, 4, 2, 0.99) == [13, 15, 17, 19]
+  assert sample(3, 4, 1, 0.5) == [0, 1, 2, 2]            # short clips repeat the last frame
+
+
+def test_host_shards_are_disjoint_and_cover_everything():
+  files = [f"train-{i:05d}" for i in range(5)]
+  parts = [input_pipeline.host_shards(files, i, 2) for i in range(2)]
+  assert not set(parts[0]) & set(parts[1])
+  assert sorted(parts[0] + parts[1]) == files
+  with pytest.raises(ValueError, match="cannot feed 8 hosts"):
+    input_pipeline.host_shards(files, 0, 8)
+
+
+def test_list_shards_names_the_missing_path(tmp_path):
+  with pytest.raises(FileNotFoundError, match="No shard files match"):
+    input_pipeline.list_shards(str(tmp_path), "train")
