@@ -52,3 +52,14 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
       train_files=input_pipeline.list_shards(root, config.data.train_split),
       eval_files=input_pipeline.list_shards(eval_root, config.data.eval_split),
       tokenizer_path=tokenizer)
+
+
+def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_size: int,
+                 train: bool, **kwargs):
+  """`input_pipeline.make_dataset` with the clip and text settings of `config.data`."""
+  data = config.data
+  return input_pipeline.make_dataset(
+      files, tokenizer=tokenizer, batch_size=batch_size, num_frames=data.num_frames,
+      frame_stride=data.frame_stride, resolution=data.resolution,
+      max_text_len=data.max_text_len, num_nouns=data.num_nouns,
+      max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=train, **kwargs)

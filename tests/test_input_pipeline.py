@@ -13,13 +13,9 @@ from svilm import data_setup
 
 
 def _pipeline(config, files, *, train, batch_size=4, **kwargs):
-  sources = data_setup.prepare(config)
-  data = config.data
-  return input_pipeline.make_dataset(
-      files, tokenizer=tokenizer_lib.Tokenizer(sources.tokenizer_path), batch_size=batch_size,
-      num_frames=data.num_frames, frame_stride=data.frame_stride, resolution=data.resolution,
-      max_text_len=data.max_text_len, num_nouns=data.num_nouns, max_noun_len=data.max_noun_len,
-      noun_prompt=data.noun_prompt, train=train, **kwargs)
+  tokenizer = tokenizer_lib.Tokenizer(data_setup.prepare(config).tokenizer_path)
+  return data_setup.make_dataset(config, files, tokenizer, batch_size=batch_size, train=train,
+                                 **kwargs)
 
 
 def _take(ds, n):

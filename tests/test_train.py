@@ -22,12 +22,8 @@ def _setup(config):
   tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
   config = configuration.finalize(config, num_devices=8, process_count=1,
                                   vocab_size=tokenizer.vocab_size)
-  data = config.data
-  ds = input_pipeline.make_dataset(
-      sources.train_files, tokenizer=tokenizer, batch_size=config.batch_size,
-      num_frames=data.num_frames, frame_stride=data.frame_stride, resolution=data.resolution,
-      max_text_len=data.max_text_len, num_nouns=data.num_nouns, max_noun_len=data.max_noun_len,
-      noun_prompt=data.noun_prompt, train=True, seed=config.seed)
+  ds = data_setup.make_dataset(config, sources.train_files, tokenizer,
+                               batch_size=config.batch_size, train=True, seed=config.seed)
   model = pretrain.build_model(config)
   tx, schedule = pretrain.make_optimizer(config)
   return config, model, tx, schedule, input_pipeline.as_numpy(ds)

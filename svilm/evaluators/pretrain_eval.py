@@ -22,6 +22,7 @@ from jax.experimental import multihost_utils
 
 from data_pipelines import input_pipeline
 from svilm import configuration
+from svilm import data_setup
 from svilm import losses
 from svilm import sharding
 from svilm.evaluators import pointing
@@ -71,14 +72,10 @@ class PretrainEvaluator:
 
   def _dataset(self):
     config = self._config
-    data = config.data
     max_examples = config.eval.max_clips // jax.process_count() if config.eval.max_clips else 0
-    return input_pipeline.make_dataset(
-        self._files, tokenizer=self._tokenizer,
-        batch_size=config.eval.batch_size // jax.process_count(), num_frames=data.num_frames,
-        frame_stride=data.frame_stride, resolution=data.resolution,
-        max_text_len=data.max_text_len, num_nouns=data.num_nouns,
-        max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=False,
+    return data_setup.make_dataset(
+        config, self._files, self._tokenizer,
+        batch_size=config.eval.batch_size // jax.process_count(), train=False,
         with_annotations=True, max_examples=max_examples)
 
   def collect(self, params) -> dict:

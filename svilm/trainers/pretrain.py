@@ -217,16 +217,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
   evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, sources.eval_files,
                                               tokenizer)
-  pipeline_args = dict(
-      tokenizer=tokenizer, batch_size=local_batch, num_frames=config.data.num_frames,
-      frame_stride=config.data.frame_stride, resolution=config.data.resolution,
-      max_text_len=config.data.max_text_len, num_nouns=config.data.num_nouns,
-      max_noun_len=config.data.max_noun_len, noun_prompt=config.data.noun_prompt)
   train_files = input_pipeline.host_shards(sources.train_files, jax.process_index(),
                                            jax.process_count())
-  train_iter = input_pipeline.as_numpy(input_pipeline.make_dataset(
-      train_files, train=True, seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
-      start_index=start_step * local_batch, **pipeline_args))
+  train_iter = input_pipeline.as_numpy(data_setup.make_dataset(
+      config, train_files, tokenizer, batch_size=local_batch, train=True, seed=config.seed,
+      shuffle_buffer=config.data.shuffle_buffer, start_index=start_step * local_batch))
 
   def evaluate(params, step: int) -> dict:
     results = evaluator.run(params)
