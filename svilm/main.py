@@ -8,6 +8,7 @@ newest checkpoint there.
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 
 from absl import app
@@ -51,7 +52,7 @@ def main(argv: list[str]) -> None:
   tf.config.set_visible_devices([], "GPU")
   # Orbax logs every save step at INFO; keep its warnings, drop the chatter.
   logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= logging.WARNING or "/orbax/" not in record.pathname)
+      lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
   config = _CONFIG.value
   if config.trainer not in TRAINERS:
     raise app.UsageError(f"config.trainer={config.trainer!r} is not one of {TRAINERS}")

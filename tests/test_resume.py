@@ -20,7 +20,8 @@ EXPECTED_KEYS = {
 def _command(workdir, cache):
   return [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py:tiny",
           f"--workdir={workdir}", f"--config.data.shapesworld_dir={cache}",
-          "--config.total_steps=60", "--config.checkpoint_every_steps=10"]
+          "--config.total_steps=60", "--config.checkpoint_every_steps=10",
+          "--config.eval_every_steps=40"]
 
 
 def _env():
@@ -42,7 +43,8 @@ def test_killed_run_resumes_to_the_same_results(shapesworld_cache, tmp_path):
   with open(os.path.join(full, "eval_results.json")) as f:
     reference = json.load(f)
   assert EXPECTED_KEYS <= set(reference), EXPECTED_KEYS - set(reference)
-  assert reference["step"] == 60
+  assert "Evaluation at step 40" in result.stderr
+  assert reference["step"] == 60      # the step-40 evaluation was overwritten by the final one
   assert _steps(full)[-1] == 60
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
 
