@@ -29,6 +29,7 @@ from svilm.evaluators import pointing
 from svilm.evaluators import retrieval
 from svilm.evaluators import temporal_grouping
 from svilm.models import svilm as svilm_model
+from svilm.models import vit
 
 
 def _predict(params, batch, rng, *, model, config):
@@ -91,7 +92,9 @@ class PretrainEvaluator:
     if not parts:
       raise ValueError(f"The held-out split has fewer clips than eval.batch_size="
                        f"{self._config.eval.batch_size}; nothing to evaluate")
-    return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    out["video_shape"] = (len(out["text_emb"]), *batch["video"].shape[1:])
+    return out
 
   def run(self, params) -> dict:
     p = self.collect(params)
@@ -100,9 +103,7 @@ class PretrainEvaluator:
     keep = retrieval.distinct_caption_indices(p["caption_id"].tolist())
     similarity = p["text_emb"][keep] @ p["video_emb"][keep].T
     results.update(retrieval.retrieval_metrics(similarity, prefix="retrieval/"))
-    grid = tuple(d // s for d, s in zip(
-        (self._config.data.num_frames, self._config.data.resolution,
-         self._config.data.resolution), self._config.model.video.patch_size))
+    grid = vit.tubelet_grid(p["video_shape"], self._config.model.video.patch_size)
     results.update(pointing.pointing_accuracy(
         p["soft_assignment"], grid, self._config.model.video.patch_size[0], p["noun_emb"],
         p["noun_valid"], p["group_emb"], p["noun_boxes"], p["noun_visible"], rng))
