@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.eval_path = ""
   config.data.shapesworld_dir = "~/.cache/svilm/shapesworld"
   config.data.shapesworld = shapesworld_build.default_config()
-  config.data.tokenizer = ""             # sentencepiece model; "" = the one built with ShapesWorld
+  config.data.tokenizer = ""             # sentencepiece model; "" = tokenizer.model beside the data
   config.data.train_split = "train"
   config.data.eval_split = "val"
   config.data.num_frames = 8
@@ -65,6 +65,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.max_noun_len = 12
   config.data.noun_prompt = "a video of a {}"   # prompt template for noun embeddings (?)
   config.data.shuffle_buffer = 2048
+  # Training augmentation (evaluation always takes the centre square). ShapesWorld keeps the
+  # whole frame and never flips: its captions say "left" and "right".
+  config.data.train_crop_area = (1.0, 1.0)         # random resized crop when min < 1
+  config.data.train_crop_aspect_ratio = (0.75, 4 / 3)
+  config.data.train_flip = False
+  config.data.normalization = "unit"                # or "imagenet"
 
   config.model = ml_collections.ConfigDict()
   config.model.embed_dim = 256           # joint space (?)

@@ -58,6 +58,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.max_text_len = 32
   config.data.max_noun_len = 16
   config.data.shuffle_buffer = 10_000
+  config.data.train_crop_area = (0.5, 1.0)          # (?)
+  config.data.train_flip = True                     # (?) web captions rarely say left/right
   config.model.video = ml_collections.ConfigDict(dict(
       patch_size=(2, 16, 16), width=768, depth=12, num_heads=12, mlp_dim=3072, dropout=0.0,
       pos_embedding="joint", num_groups=32, grouping_layers=(6, 9, 12),

@@ -5,7 +5,8 @@ schema of `data_pipelines/schema.py` and go through `make_dataset`.
 
 The batch contract (the one place it is written down; models, losses and evaluators rely on it):
 
-  video         float32 [B, T, H, W, 3]  RGB in [0, 1], T = num_frames sampled with frame_stride
+  video         float32 [B, T, R, R, 3]  RGB, T = num_frames sampled with frame_stride, R x R
+                                         crops (see Augmentation), in [0, 1] or normalised
   text_tokens   int32   [B, L]           [CLS] + caption pieces, padded with 0
   text_mask     int32   [B, L]           1 on real tokens
   noun_tokens   int32   [B, K, Ln]       [CLS] + pieces of noun_prompt.format(noun)
@@ -33,6 +34,7 @@ an uninterrupted run would have seen next.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 from typing import Iterator, Sequence
@@ -42,6 +44,17 @@ import tensorflow as tf
 
 from data_pipelines import schema
 from data_pipelines import tokenizer as tokenizer_lib
+from data_pipelines import video_ops
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """Spatial settings. Training crops a random window when crop_area[0] < 1 (else the centre
+  square, as evaluation always does) and flips with probability 1/2 when `flip`."""
+  crop_area: tuple[float, float] = (1.0, 1.0)       # fraction of the frame area
+  crop_aspect_ratio: tuple[float, float] = (0.75, 4 / 3)
+  flip: bool = False
+  normalization: str = "unit"                       # see video_ops.NORMALIZATIONS
+
 
 def list_shards(path: str, split: str | None = None) -> list[str]:
   """Resolves a shard directory or glob to a sorted list of files.
@@ -84,19 +97,6 @@ def sample_frame_indices(num_available: tf.Tensor, num_frames: int, stride: int,
   return tf.minimum(indices, tf.cast(num_available, tf.int32) - 1)
 
 
-def _decode_frames(jpegs: tf.Tensor, resolution: int) -> tf.Tensor:
-  """JPEG strings [T] -> float32 [T, R, R, 3] in [0, 1] (resized when the size differs)."""
-  frames = tf.map_fn(lambda x: tf.io.decode_jpeg(x, channels=3), jpegs,
-                     fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  frames = tf.image.convert_image_dtype(frames, tf.float32)
-  size = tf.shape(frames)[1:3]
-  needs_resize = tf.reduce_any(tf.not_equal(size, [resolution, resolution]))
-  frames = tf.cond(needs_resize,
-                   lambda: tf.image.resize(frames, [resolution, resolution], antialias=True),
-                   lambda: frames)
-  return tf.ensure_shape(frames, [None, resolution, resolution, 3])
-
-
 def _pad_or_trim(values: tf.Tensor, length: int, pad_value) -> tf.Tensor:
   values = values[:length]
   padding = length - tf.shape(values)[0]
@@ -104,23 +104,32 @@ def _pad_or_trim(values: tf.Tensor, length: int, pad_value) -> tf.Tensor:
 
 
 def _example_fn(*, num_frames, frame_stride, resolution, num_nouns, train, seed,
-                with_annotations):
-  """Builds the per-example map: parse, sample frames, decode, gather noun annotations."""
+                with_annotations, augment: Augmentation):
+  """Builds the per-example map: parse, sample frames, decode, crop, gather annotations."""
 
   def fn(index, serialized):
     record = schema.parse_sequence_example(serialized, with_annotations=with_annotations)
     num_available = tf.shape(record["frames"])[0]
-    if train:
-      # Stateless: the offset depends only on (seed, stream index), never on the resume point.
-      offset = tf.random.stateless_uniform([], seed=tf.stack([tf.cast(seed, tf.int64), index]))
-    else:
-      offset = tf.constant(0.5)
+    # Stateless randomness: a function of (seed, stream index), never of the resume point.
+    example_seed = lambda salt: tf.stack([tf.cast(seed + salt, tf.int64), index])
+    offset = tf.random.stateless_uniform([], seed=example_seed(0)) if train else 0.5
     frame_ids = sample_frame_indices(num_available, num_frames, frame_stride, offset)
+    frames = video_ops.decode_jpeg_frames(tf.gather(record["frames"], frame_ids))
+    height, width = tf.shape(frames)[1], tf.shape(frames)[2]
+    if train and augment.crop_area[0] < 1.0:
+      window = video_ops.random_crop_window(height, width, example_seed(1), augment.crop_area,
+                                            augment.crop_aspect_ratio)
+    else:
+      window = video_ops.center_crop_window(height, width)
+    video = video_ops.crop_and_resize(frames, window, resolution)
+    if train and augment.flip:
+      flip = tf.random.stateless_uniform([], seed=example_seed(2)) < 0.5
+      video = tf.cond(flip, lambda: video_ops.flip_left_right(video), lambda: video)
     nouns = record["nouns"]
     num_valid = tf.minimum(tf.shape(nouns)[0], num_nouns)
     out = {
         "index": tf.cast(index, tf.int32),
-        "video": _decode_frames(tf.gather(record["frames"], frame_ids), resolution),
+        "video": video_ops.normalize(video, augment.normalization),
         "caption": record["caption"],
         "nouns": _pad_or_trim(nouns, num_nouns, ""),
         "noun_valid": tf.cast(tf.range(num_nouns) < num_valid, tf.int32),
@@ -130,8 +139,11 @@ def _example_fn(*, num_frames, frame_stride, resolution, num_nouns, train, seed,
       num_objects = tf.shape(record["boxes"])[1]
       known = (objects >= 0) & (objects < num_objects) & (out["noun_valid"] > 0)
       safe = tf.where(known, objects, 0)
-      boxes = tf.gather(record["boxes"], frame_ids)           # [T, O, 4]
-      visible = tf.gather(record["visible"], frame_ids)       # [T, O]
+      # Evaluation only (centre crop, no flip): boxes follow the crop; an object cropped away
+      # counts as not visible.
+      boxes, inside = video_ops.crop_boxes(tf.gather(record["boxes"], frame_ids), window,
+                                           height, width)                   # [T, O, 4]
+      visible = tf.gather(record["visible"], frame_ids) * tf.cast(inside, tf.int64)  # [T, O]
       # Real video has O = 0: pad one dummy object so the gather below stays in range.
       boxes = tf.pad(boxes, [[0, 0], [0, 1], [0, 0]])
       visible = tf.pad(visible, [[0, 0], [0, 1]])
@@ -181,7 +193,8 @@ def make_dataset(files: Sequence[str], *, tokenizer: tokenizer_lib.Tokenizer,
                  batch_size: int, num_frames: int, frame_stride: int, resolution: int,
                  max_text_len: int, num_nouns: int, max_noun_len: int, noun_prompt: str,
                  train: bool, seed: int = 0, shuffle_buffer: int = 1024, start_index: int = 0,
-                 with_annotations: bool = False, max_examples: int = 0) -> tf.data.Dataset:
+                 with_annotations: bool = False, max_examples: int = 0,
+                 augment: Augmentation = Augmentation()) -> tf.data.Dataset:
   """The batched dataset over `files` (already restricted to this host).
 
   train=True: endless, shuffled (files and records, seeded), random temporal offsets, batches
@@ -205,7 +218,7 @@ def make_dataset(files: Sequence[str], *, tokenizer: tokenizer_lib.Tokenizer,
     ds = ds.skip(start_index)   # before any decoding: skipping costs only reading records
   ds = ds.map(_example_fn(num_frames=num_frames, frame_stride=frame_stride,
                           resolution=resolution, num_nouns=num_nouns, train=train, seed=seed,
-                          with_annotations=with_annotations),
+                          with_annotations=with_annotations, augment=augment),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds.map(_tokenize_fn(tokenizer, max_text_len=max_text_len, max_noun_len=max_noun_len,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from data_pipelines import video_ops
+
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the key."""
@@ -64,6 +66,14 @@ def finalize(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
            f"data.resolution={data.resolution} is not divisible by the patch size "
            f"model.video.patch_size[1:]={(ph, pw)}")
   _require(data.frame_stride >= 1, f"data.frame_stride must be >= 1, got {data.frame_stride}")
+  low, high = data.train_crop_area
+  _require(0.0 < low <= high <= 1.0,
+           f"data.train_crop_area={tuple(data.train_crop_area)} must satisfy 0 < min <= max <= 1")
+  low, high = data.train_crop_aspect_ratio
+  _require(0.0 < low <= high, f"data.train_crop_aspect_ratio="
+           f"{tuple(data.train_crop_aspect_ratio)} must satisfy 0 < min <= max")
+  _require(data.normalization in video_ops.NORMALIZATIONS,
+           f"data.normalization={data.normalization!r} is not one of {video_ops.NORMALIZATIONS}")
   layers = tuple(video.grouping_layers)
   _require(len(layers) >= 1 and len(set(layers)) == len(layers)
            and all(1 <= layer <= video.depth for layer in layers),

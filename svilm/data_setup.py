@@ -33,10 +33,12 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
   """Resolves shard files and the tokenizer, building ShapesWorld when data.path is empty."""
   if config.data.path:
     root = config.data.path
-    if not config.data.tokenizer:
-      raise ValueError("data.path is set but data.tokenizer is empty: pass "
-                       "--config.data.tokenizer=PATH.model (train one with "
-                       "`python -m data_pipelines.tokenizer`)")
+    beside = os.path.join(os.path.expanduser(root), "tokenizer.model")
+    if not config.data.tokenizer and not os.path.exists(beside):
+      raise ValueError(f"data.path is set but data.tokenizer is empty and {beside} does not "
+                       "exist: pass --config.data.tokenizer=PATH.model (build_shards "
+                       "--tokenizer_vocab_size=N writes one beside the shards; or train one "
+                       "with `python -m data_pipelines.tokenizer`)")
   else:
     root = shapesworld_path(config)
     shapesworld_build.build(root, config.data.shapesworld)   # a no-op once built
@@ -56,10 +58,15 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
 
 def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_size: int,
                  train: bool, **kwargs):
-  """`input_pipeline.make_dataset` with the clip and text settings of `config.data`."""
+  """`input_pipeline.make_dataset` with the clip, augmentation and text settings of
+  `config.data`."""
   data = config.data
+  augment = input_pipeline.Augmentation(
+      crop_area=tuple(data.train_crop_area), crop_aspect_ratio=tuple(data.train_crop_aspect_ratio),
+      flip=data.train_flip, normalization=data.normalization)
   return input_pipeline.make_dataset(
       files, tokenizer=tokenizer, batch_size=batch_size, num_frames=data.num_frames,
       frame_stride=data.frame_stride, resolution=data.resolution,
       max_text_len=data.max_text_len, num_nouns=data.num_nouns,
-      max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=train, **kwargs)
+      max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=train,
+      augment=augment, **kwargs)

@@ -99,3 +99,21 @@ def test_host_shards_are_disjoint_and_cover_everything():
 def test_list_shards_names_the_missing_path(tmp_path):
   with pytest.raises(FileNotFoundError, match="No shard files match"):
     input_pipeline.list_shards(str(tmp_path), "train")
+
+
+def test_augmented_training_is_clip_consistent_seeded_and_resumable(tiny):
+  tiny.data.train_crop_area = (0.3, 0.6)
+  tiny.data.train_flip = True
+  tiny.data.normalization = "imagenet"
+  files = data_setup.prepare(tiny).train_files
+  first = _take(_pipeline(tiny, files, train=True, seed=5), 3)
+  resumed = _take(_pipeline(tiny, files, train=True, seed=5, start_index=4), 2)
+  for a, b in zip(first[1:], resumed):
+    np.testing.assert_array_equal(a["video"], b["video"])
+  tiny.data.train_crop_area = (1.0, 1.0)
+  tiny.data.train_flip = False
+  plain = _take(_pipeline(tiny, files, train=True, seed=5), 1)[0]
+  np.testing.assert_array_equal(plain["index"], first[0]["index"])   # same examples...
+  assert not np.allclose(plain["video"], first[0]["video"])           # ...other pixels
+  assert first[0]["video"].shape == plain["video"].shape
+  assert first[0]["video"].min() < 0.0                                 # imagenet-normalised
