@@ -50,6 +50,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Shard directory or glob of TFRecord files in the svilm schema; "" = ShapesWorld, built on
   # first use under data.shapesworld_dir (and reused afterwards).
   config.data.path = ""
+  # With several comma-separated datasets in data.path: their sampling weights, comma
+  # separated ("" = equal), e.g. "0.7,0.3" for the paper's VideoCC + ActivityNet mixture.
+  config.data.mixture_weights = ""
   # Held-out shards for evaluation; "" = the eval_split files of data.path (a directory).
   config.data.eval_path = ""
   config.data.shapesworld_dir = "~/.cache/svilm/shapesworld"

@@ -189,26 +189,44 @@ def _tokenize_fn(tokenizer: tokenizer_lib.Tokenizer, *, max_text_len, max_noun_l
   return fn
 
 
-def make_dataset(files: Sequence[str], *, tokenizer: tokenizer_lib.Tokenizer,
-                 batch_size: int, num_frames: int, frame_stride: int, resolution: int,
-                 max_text_len: int, num_nouns: int, max_noun_len: int, noun_prompt: str,
-                 train: bool, seed: int = 0, shuffle_buffer: int = 1024, start_index: int = 0,
+def _record_stream(files: Sequence[str], *, train: bool, seed: int) -> tf.data.Dataset:
+  """Serialised records of one dataset: files shuffled and repeated when training."""
+  files_ds = tf.data.Dataset.from_tensor_slices(list(files))
+  if train:
+    files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
+  return files_ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                             block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=True)
+
+
+def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
+                 tokenizer: tokenizer_lib.Tokenizer, batch_size: int, num_frames: int,
+                 frame_stride: int, resolution: int, max_text_len: int, num_nouns: int,
+                 max_noun_len: int, noun_prompt: str, train: bool, seed: int = 0,
+                 shuffle_buffer: int = 1024, start_index: int = 0,
                  with_annotations: bool = False, max_examples: int = 0,
-                 augment: Augmentation = Augmentation()) -> tf.data.Dataset:
+                 augment: Augmentation = Augmentation(),
+                 weights: Sequence[float] | None = None) -> tf.data.Dataset:
   """The batched dataset over `files` (already restricted to this host).
 
   train=True: endless, shuffled (files and records, seeded), random temporal offsets, batches
   of exactly `batch_size`; `start_index` records of the stream are skipped first (resume).
+  With `weights`, `files` is one file list per dataset and each record is drawn from dataset
+  i with probability weights[i] / sum(weights) (seeded, so the mixture is reproducible too).
   train=False: one deterministic pass in file order with centred frame sampling, in full batches
   (a remainder smaller than `batch_size` is dropped: every evaluated clip then has a real
   cut-and-paste background); `max_examples` > 0 stops after that many records.
   """
-  files_ds = tf.data.Dataset.from_tensor_slices(list(files))
-  if train:
-    files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-  ds = files_ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                           block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                           deterministic=True)
+  if weights is None:
+    ds = _record_stream(files, train=train, seed=seed)
+  else:
+    if not train or len(weights) != len(files) or min(weights) < 0 or sum(weights) <= 0:
+      raise ValueError(f"A mixture needs train=True and one non-negative weight per dataset "
+                       f"(got {len(files)} datasets, weights {list(weights)})")
+    streams = [_record_stream(f, train=True, seed=seed + 1000 * (i + 1))
+               for i, f in enumerate(files)]
+    ds = tf.data.Dataset.sample_from_datasets(streams, weights=[float(w) for w in weights],
+                                              seed=seed + 2)
   if train:
     ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   elif max_examples:

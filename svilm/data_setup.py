@@ -15,7 +15,8 @@ from data_pipelines.shapesworld import build as shapesworld_build
 
 @dataclasses.dataclass(frozen=True)
 class DataSources:
-  train_files: list[str]
+  train_files: list[list[str]]            # one file list per training dataset
+  train_weights: list[float] | None       # mixture weights, None for a single dataset
   eval_files: list[str]
   tokenizer_path: str
 
@@ -30,29 +31,41 @@ def shapesworld_path(config: ml_collections.ConfigDict) -> str:
 
 
 def prepare(config: ml_collections.ConfigDict) -> DataSources:
-  """Resolves shard files and the tokenizer, building ShapesWorld when data.path is empty."""
-  if config.data.path:
-    root = config.data.path
-    beside = os.path.join(os.path.expanduser(root), "tokenizer.model")
-    if not config.data.tokenizer and not os.path.exists(beside):
+  """Resolves shard files and the tokenizer, building ShapesWorld when data.path is empty.
+
+  data.path may name several datasets, comma separated, mixed with data.mixture_weights
+  (comma separated, one per dataset; empty = equal weights). The tokenizer defaults to
+  tokenizer.model beside the first dataset; evaluation reads data.eval_path, or the
+  eval_split of the first dataset.
+  """
+  data = config.data
+  if data.path:
+    roots = [p.strip() for p in data.path.split(",") if p.strip()]
+    beside = os.path.join(os.path.expanduser(roots[0]), "tokenizer.model")
+    if not data.tokenizer and not os.path.exists(beside):
       raise ValueError(f"data.path is set but data.tokenizer is empty and {beside} does not "
                        "exist: pass --config.data.tokenizer=PATH.model (build_shards "
                        "--tokenizer_vocab_size=N writes one beside the shards; or train one "
                        "with `python -m data_pipelines.tokenizer`)")
   else:
-    root = shapesworld_path(config)
-    shapesworld_build.build(root, config.data.shapesworld)   # a no-op once built
-  tokenizer = config.data.tokenizer or os.path.join(root, "tokenizer.model")
-  tokenizer = os.path.expanduser(tokenizer)
+    roots = [shapesworld_path(config)]
+    shapesworld_build.build(roots[0], data.shapesworld)   # a no-op once built
+  weights = [float(w) for w in data.mixture_weights.split(",") if w.strip()] or None
+  if weights is not None and len(weights) != len(roots):
+    raise ValueError(f"data.mixture_weights={data.mixture_weights!r} gives {len(weights)} "
+                     f"weights for the {len(roots)} datasets of data.path")
+  if weights is None and len(roots) > 1:
+    weights = [1.0] * len(roots)
+  tokenizer = os.path.expanduser(data.tokenizer or os.path.join(roots[0], "tokenizer.model"))
   if not os.path.exists(tokenizer):
     raise FileNotFoundError(f"Tokenizer model {tokenizer!r} does not exist (data.tokenizer)")
-  eval_root = config.data.eval_path or root
-  if not config.data.eval_path and not os.path.isdir(os.path.expanduser(root)):
-    raise ValueError(f"data.path={root!r} is a glob, so it cannot also give the held-out "
+  if not data.eval_path and not os.path.isdir(os.path.expanduser(roots[0])):
+    raise ValueError(f"data.path={roots[0]!r} is a glob, so it cannot also give the held-out "
                      "split: pass --config.data.eval_path=DIR_OR_GLOB for evaluation")
   return DataSources(
-      train_files=input_pipeline.list_shards(root, config.data.train_split),
-      eval_files=input_pipeline.list_shards(eval_root, config.data.eval_split),
+      train_files=[input_pipeline.list_shards(r, data.train_split) for r in roots],
+      train_weights=weights,
+      eval_files=input_pipeline.list_shards(data.eval_path or roots[0], data.eval_split),
       tokenizer_path=tokenizer)
 
 

@@ -23,7 +23,7 @@ def _take(ds, n):
 
 
 def test_train_batch_matches_contract(tiny):
-  files = data_setup.prepare(tiny).train_files
+  (files,) = data_setup.prepare(tiny).train_files
   (batch,) = _take(_pipeline(tiny, files, train=True), 1)
   d = tiny.data
   expected = {
@@ -42,7 +42,7 @@ def test_train_batch_matches_contract(tiny):
 
 
 def test_same_seed_same_batches_and_resume_skips_exactly(tiny):
-  files = data_setup.prepare(tiny).train_files
+  (files,) = data_setup.prepare(tiny).train_files
   first = _take(_pipeline(tiny, files, train=True, seed=3), 4)
   again = _take(_pipeline(tiny, files, train=True, seed=3), 4)
   other = _take(_pipeline(tiny, files, train=True, seed=4), 4)
@@ -105,7 +105,7 @@ def test_augmented_training_is_clip_consistent_seeded_and_resumable(tiny):
   tiny.data.train_crop_area = (0.3, 0.6)
   tiny.data.train_flip = True
   tiny.data.normalization = "imagenet"
-  files = data_setup.prepare(tiny).train_files
+  (files,) = data_setup.prepare(tiny).train_files
   first = _take(_pipeline(tiny, files, train=True, seed=5), 3)
   resumed = _take(_pipeline(tiny, files, train=True, seed=5, start_index=4), 2)
   for a, b in zip(first[1:], resumed):
@@ -117,3 +117,30 @@ def test_augmented_training_is_clip_consistent_seeded_and_resumable(tiny):
   assert not np.allclose(plain["video"], first[0]["video"])           # ...other pixels
   assert first[0]["video"].shape == plain["video"].shape
   assert first[0]["video"].min() < 0.0                                 # imagenet-normalised
+
+
+def _caption_ids(files):
+  ids = set()
+  for serialized in tf.data.TFRecordDataset(files):
+    caption = schema.parse_sequence_example(serialized, with_annotations=False)["caption"]
+    ids.add(int(tf.strings.to_hash_bucket_fast(caption, 2**31 - 1)))
+  return ids
+
+
+def test_weighted_mixture_draws_in_proportion_and_is_reproducible(tiny):
+  sources = data_setup.prepare(tiny)
+  (train,), val = sources.train_files, sources.eval_files
+  from_val = _caption_ids(val) - _caption_ids(train)
+
+  def fraction_from_val(weights, seed=0):
+    batches = _take(_pipeline(tiny, [train, val], train=True, seed=seed, weights=weights,
+                              with_annotations=True), 25)
+    ids = np.concatenate([b["caption_id"] for b in batches])
+    return np.mean([i in from_val for i in ids]), ids
+
+  share, ids = fraction_from_val([0.75, 0.25])
+  assert 0.12 <= share <= 0.4, share                  # 100 draws with p = 0.25
+  np.testing.assert_array_equal(fraction_from_val([0.75, 0.25])[1], ids)
+  assert fraction_from_val([1.0, 0.0])[0] == 0.0
+  with pytest.raises(ValueError, match="one non-negative weight per dataset"):
+    _pipeline(tiny, [train, val], train=True, weights=[1.0])

@@ -22,7 +22,7 @@ def _setup(config):
   tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
   config = configuration.finalize(config, num_devices=8, process_count=1,
                                   vocab_size=tokenizer.vocab_size)
-  ds = data_setup.make_dataset(config, sources.train_files, tokenizer,
+  ds = data_setup.make_dataset(config, sources.train_files[0], tokenizer,
                                batch_size=config.batch_size, train=True, seed=config.seed)
   model = pretrain.build_model(config)
   tx, schedule = pretrain.make_optimizer(config)

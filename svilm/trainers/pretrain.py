@@ -217,11 +217,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
   evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, sources.eval_files,
                                               tokenizer)
-  train_files = input_pipeline.host_shards(sources.train_files, jax.process_index(),
-                                           jax.process_count())
+  train_files = [input_pipeline.host_shards(files, jax.process_index(), jax.process_count())
+                 for files in sources.train_files]
+  if sources.train_weights is None:
+    (train_files,) = train_files
   train_iter = input_pipeline.as_numpy(data_setup.make_dataset(
       config, train_files, tokenizer, batch_size=local_batch, train=True, seed=config.seed,
-      shuffle_buffer=config.data.shuffle_buffer, start_index=start_step * local_batch))
+      shuffle_buffer=config.data.shuffle_buffer, start_index=start_step * local_batch,
+      weights=sources.train_weights))
 
   def evaluate(params, step: int) -> dict:
     results = evaluator.run(params)
