@@ -1,5 +1,6 @@
 """The tf.data pipeline against the batch contract, determinism, resume and host sharding."""
 
+import collections
 import itertools
 
 import numpy as np
@@ -119,12 +120,12 @@ def test_augmented_training_is_clip_consistent_seeded_and_resumable(tiny):
   assert first[0]["video"].min() < 0.0                                 # imagenet-normalised
 
 
-def _caption_ids(files):
-  ids = set()
+def _caption_ids(files, unique=True):
+  ids = []
   for serialized in tf.data.TFRecordDataset(files):
     caption = schema.parse_sequence_example(serialized, with_annotations=False)["caption"]
-    ids.add(int(tf.strings.to_hash_bucket_fast(caption, 2**31 - 1)))
-  return ids
+    ids.append(int(tf.strings.to_hash_bucket_fast(caption, 2**31 - 1)))
+  return set(ids) if unique else ids
 
 
 def test_weighted_mixture_draws_in_proportion_and_is_reproducible(tiny):
@@ -144,3 +145,17 @@ def test_weighted_mixture_draws_in_proportion_and_is_reproducible(tiny):
   assert fraction_from_val([1.0, 0.0])[0] == 0.0
   with pytest.raises(ValueError, match="one non-negative weight per dataset"):
     _pipeline(tiny, [train, val], train=True, weights=[1.0])
+
+
+def test_two_hosts_read_disjoint_halves_of_the_whole_set(tiny):
+  files = data_setup.prepare(tiny).eval_files
+  assert len(files) == 2
+  seen = []
+  for host in range(2):
+    mine = input_pipeline.host_shards(files, host, 2)
+    batches = _take(_pipeline(tiny, mine, train=False, batch_size=1, with_annotations=True), 999)
+    seen.append(collections.Counter(int(b["caption_id"][0]) for b in batches))
+    assert seen[-1] == collections.Counter(_caption_ids(mine, unique=False))
+  # Captions may repeat across videos, so compare multisets: together, every record once.
+  assert seen[0] + seen[1] == collections.Counter(_caption_ids(files, unique=False))
+  assert sum(seen[0].values()) > 0 and sum(seen[1].values()) > 0

@@ -202,6 +202,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state = jax.jit(make_state, out_shardings=state_sharding)()
   start_step = int(state.step)
+  # The input iterator's state is its position in this host's record stream.
+  start_index = meta["examples_per_host"] if last_saved is not None else 0
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
@@ -223,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     (train_files,) = train_files
   train_iter = input_pipeline.as_numpy(data_setup.make_dataset(
       config, train_files, tokenizer, batch_size=local_batch, train=True, seed=config.seed,
-      shuffle_buffer=config.data.shuffle_buffer, start_index=start_step * local_batch,
+      shuffle_buffer=config.data.shuffle_buffer, start_index=start_index,
       weights=sources.train_weights))
 
   def evaluate(params, step: int) -> dict:
