@@ -1,0 +1,200 @@
+"""Reads video-caption annotation files into a flat list of clip entries for build_shards.
+
+The format follows the file's extension (full examples in docs/data.md):
+
+  .csv    a header row, then one clip per row. Columns: `video` (or `path`): the video file
+          relative to --video_root; `caption` (or `name`); optional `start`, `end` (seconds,
+          empty = the video's start / end) and `id`. WebVid's own CSV (`videoid`, `name`,
+          `page_dir`) is read too, as video `{page_dir}/{videoid}.mp4` with id `videoid`.
+  .jsonl  one JSON object per line with the same keys.
+  .json   ActivityNet Captions: {video_id: {"duration": d, "timestamps": [[s, e], ...],
+          "sentences": [...]}}; every timed sentence is one clip of `{video_id}.EXT` where EXT
+          is the first of .mp4, .mkv, .webm that exists under video_root (.mp4 if none does).
+
+A row that cannot be used (no caption, a caption that is not valid UTF-8, bad times, a line
+that is not JSON) still gives an entry, with `error` saying why, so the builder lists it in its
+skip report and the clip numbering (and thus the shard of every later clip) does not depend on
+which rows are bad. Bytes that are not UTF-8 are kept as surrogate escapes while reading and
+flagged afterwards, so one bad caption cannot stop the whole file.
+
+Video ids: the `id` column when given, else the video path (ActivityNet: `{video_id}#{k}` for
+its k-th sentence); an id that occurs more than once becomes `{id}#{k}` for its k-th occurrence.
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import dataclasses
+import io
+import json
+import os
+import re
+from typing import Any, Dict, List, Optional
+
+FORMATS = (".csv", ".jsonl", ".json")
+ACTIVITYNET_EXTENSIONS = (".mp4", ".mkv", ".webm")
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One clip to convert: `video` relative to the video root, times in seconds (None: open)."""
+  video: str
+  caption: str
+  start: Optional[float]
+  end: Optional[float]
+  id: str
+  error: str = ""   # non-empty: the entry is skipped for this reason
+
+
+def _first(row: Dict[str, Any], *keys: str) -> Any:
+  for key in keys:
+    if row.get(key) not in (None, ""):
+      return row[key]
+  return None
+
+
+def _seconds(value: Any, name: str) -> Optional[float]:
+  if value is None or (isinstance(value, str) and not value.strip()):
+    return None
+  try:
+    seconds = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} {value!r} is not a number") from None
+  if not seconds >= 0:   # also rejects NaN
+    raise ValueError(f"{name} {value!r} is negative or not finite")
+  return seconds
+
+
+def _entry(row: Dict[str, Any], where: str) -> Entry:
+  """An Entry from a CSV or JSONL row (string keys, values as read)."""
+  video = _first(row, "video", "path")
+  if video is None and _first(row, "videoid") is not None:   # WebVid
+    page_dir = _first(row, "page_dir")
+    video = f"{row['videoid']}.mp4" if page_dir is None else f"{page_dir}/{row['videoid']}.mp4"
+  video = "" if video is None else str(video)
+  caption = _first(row, "caption", "name")
+  caption = "" if caption is None else str(caption)
+  identity = str(_first(row, "id", "videoid") or video or where)
+  error = ""
+  start = end = None
+  try:
+    start, end = _seconds(row.get("start"), "start"), _seconds(row.get("end"), "end")
+    if start is not None and end is not None and end <= start:
+      raise ValueError(f"end {end} <= start {start}")
+  except ValueError as e:
+    error = f"bad annotation: {e}"
+  if not video:
+    error = error or f"bad annotation: {where} has no video column"
+  elif _SURROGATE_RE.search(video):
+    error = error or "video path is not valid UTF-8"
+  if not error:
+    error = _caption_error(caption)
+  return Entry(video, caption, start, end, identity, error)
+
+
+def _caption_error(caption: str) -> str:
+  if _SURROGATE_RE.search(caption):
+    return "caption is not valid UTF-8"
+  if not caption.strip():
+    return "empty caption"
+  return ""
+
+
+def _read_text(path: str) -> str:
+  # surrogateescape: undecodable bytes survive as lone surrogates, flagged per field later.
+  with open(path, "rb") as f:
+    data = f.read()
+  return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _read_csv(text: str) -> List[Entry]:
+  reader = csv.DictReader(io.StringIO(text, newline=""))
+  columns = {c.strip() for c in reader.fieldnames or ()}
+  if not columns & {"video", "path", "videoid"} or not columns & {"caption", "name"}:
+    raise ValueError(f"CSV header {sorted(columns)} needs a `video` (or `path`) and a "
+                     "`caption` (or `name`) column")
+  return [_entry({(k or "").strip(): v for k, v in row.items()}, f"row {n + 2}")
+          for n, row in enumerate(reader)]
+
+
+def _read_jsonl(text: str) -> List[Entry]:
+  entries = []
+  for n, line in enumerate(text.splitlines()):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+      if not isinstance(row, dict):
+        raise ValueError("not a JSON object")
+    except ValueError as e:
+      entries.append(Entry("", "", None, None, f"line {n + 1}",
+                           f"bad annotation: line {n + 1}: {e}"))
+      continue
+    entries.append(_entry(row, f"line {n + 1}"))
+  return entries
+
+
+def _activitynet_video(video_id: str, video_root: Optional[str]) -> str:
+  for ext in ACTIVITYNET_EXTENSIONS:
+    if video_root and os.path.exists(os.path.join(video_root, video_id + ext)):
+      return video_id + ext
+  return video_id + ACTIVITYNET_EXTENSIONS[0]
+
+
+def _read_activitynet(text: str, video_root: Optional[str]) -> List[Entry]:
+  data = json.loads(text)
+  if not isinstance(data, dict):
+    raise ValueError("an ActivityNet Captions file is a JSON object {video_id: {...}}")
+  entries = []
+  for video_id, item in data.items():
+    video = _activitynet_video(video_id, video_root)
+    timestamps, sentences = item.get("timestamps", []), item.get("sentences", [])
+    for k, sentence in enumerate(sentences):
+      identity = f"{video_id}#{k}"
+      caption = str(sentence).strip()
+      error = "" if k < len(timestamps) else "bad annotation: sentence without timestamp"
+      start = end = None
+      if not error:
+        try:
+          start, end = (_seconds(t, name) for t, name in zip(timestamps[k], ("start", "end")))
+          if start is None or end is None or end <= start:
+            raise ValueError(f"timestamp {timestamps[k]} is not [start, end) with end > start")
+        except (ValueError, TypeError) as e:
+          error = f"bad annotation: {e}"
+      entries.append(Entry(video, caption, start, end, identity,
+                           error or _caption_error(caption)))
+  return entries
+
+
+def _unique_ids(entries: List[Entry]) -> List[Entry]:
+  counts = collections.Counter(e.id for e in entries)
+  seen: Dict[str, int] = collections.defaultdict(int)
+  out = []
+  for e in entries:
+    if counts[e.id] > 1:
+      seen[e.id] += 1
+      e = dataclasses.replace(e, id=f"{e.id}#{seen[e.id] - 1}")
+    out.append(e)
+  return out
+
+
+def read_annotations(path: str, video_root: Optional[str] = None) -> List[Entry]:
+  """All clip entries of the annotation file at `path`, in file order.
+
+  `video_root` is only used to pick the extension of ActivityNet videos. Raises ValueError for
+  an unknown extension, a CSV header without the needed columns, or an ActivityNet file that is
+  not a JSON object; problems of single rows go into Entry.error instead.
+  """
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in FORMATS:
+    raise ValueError(f"{path}: unknown annotation format {ext!r}; expected one of {FORMATS}")
+  text = _read_text(path)
+  if ext == ".csv":
+    entries = _read_csv(text)
+  elif ext == ".jsonl":
+    entries = _read_jsonl(text)
+  else:
+    entries = _read_activitynet(text, video_root)
+  return _unique_ids(entries)
