@@ -4,6 +4,8 @@
   svilm_shards   any directory of svilm shards, passed as manual_dir
 """
 
+from __future__ import annotations
+
 from data_pipelines.tfds.builders import Shapesworld
 from data_pipelines.tfds.builders import ShapesworldConfig
 from data_pipelines.tfds.builders import SvilmShards

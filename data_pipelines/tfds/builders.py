@@ -8,8 +8,8 @@
 
 Both yield the feature dict of data_pipelines/tfds/features.py. TFDS caches what it prepared
 under data_dir/<name>/<config>/<version> and reuses it on the next load; `svilm_shards` cannot
-tell that the shards in manual_dir changed, so give each shard directory its own data_dir (or
-pass download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS... see docs/data.md).
+tell that the shards in manual_dir changed, so give each shard directory its own data_dir, or
+regenerate with DownloadConfig(manual_dir=..., download_mode=GenerateMode.FORCE_REDOWNLOAD).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import re
 from typing import Any, Dict
 
+from etils import epath
 import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -27,6 +28,10 @@ from data_pipelines import schema
 from data_pipelines.shapesworld import build
 from data_pipelines.tfds import features
 
+# tfds 4.9.10 finds a builder's file through `importlib_resources`, a backport it does not
+# install on Python >= 3.9 (so the lookup raises ModuleNotFoundError): both builders name their
+# file directly instead. TFDS reads checksums.tsv, README.md and CITATIONS.bib beside it (none).
+_CODE_PATH = epath.Path(__file__)
 # Shard names written by shapesworld/build.py and build_shards.py; group 1 is the split.
 _SHARD_RE = re.compile(r"^(\w+?)-\d{5}-of-\d{5}\.tfrecord$")
 _DESCRIPTION = ("Videos with captions, noun phrases, timed segments, QA pairs and (for "
@@ -41,6 +46,7 @@ class SvilmShards(tfds.core.GeneratorBasedBuilder):
   Examples are keyed by video_id, so a video_id repeated within a split fails the build.
   """
 
+  code_path = _CODE_PATH
   VERSION = tfds.core.Version(f"{schema.SCHEMA_VERSION}.0.0")
   RELEASE_NOTES = {str(VERSION): f"svilm shard schema version {schema.SCHEMA_VERSION}."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
@@ -94,6 +100,7 @@ class Shapesworld(tfds.core.GeneratorBasedBuilder):
   data prepared by older generator code is not silently reused.
   """
 
+  code_path = _CODE_PATH
   VERSION = tfds.core.Version(f"{build.GENERATOR_VERSION}.0.0")
   RELEASE_NOTES = {str(VERSION): f"ShapesWorld generator version {build.GENERATOR_VERSION}."}
   BUILDER_CONFIGS = [
