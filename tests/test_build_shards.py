@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import av
 import numpy as np
@@ -265,3 +267,32 @@ def test_annotation_columns_and_ids(tmp_path):
 
 def test_schema_version_matches_schema():
   assert build_shards.SCHEMA_VERSION == schema.SCHEMA_VERSION
+
+
+def test_sigkilled_build_completes_on_rerun(data, tmp_path):
+  rows = ["video,caption"] + [f"long.mkv,clip number {i}" for i in range(48)]
+  (tmp_path / "many.csv").write_text("\n".join(rows) + "\n")
+  settings = ["--num_shards=8", f"--fps={FPS}", "--short_side=96", "--workers=1"]
+  killed = tmp_path / "killed"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "data_pipelines.build_shards", f"--input={tmp_path / 'many.csv'}",
+       f"--video_root={data / 'videos'}", f"--output={killed}", *settings],
+      cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  names = build_shards.shard_names("train", 8)
+  deadline = time.time() + 120
+  while process.poll() is None and time.time() < deadline:
+    if killed.is_dir() and names[0] in os.listdir(killed):
+      break
+    time.sleep(0.005)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  done = [n for n in names if (killed / n).exists()]
+  assert process.returncode == -signal.SIGKILL and 0 < len(done) < 8, done
+  build_shards.build(str(tmp_path / "many.csv"), str(data / "videos"), str(killed),
+                     num_shards=8, fps=FPS, short_side=96)
+  clean = tmp_path / "clean"
+  build_shards.build(str(tmp_path / "many.csv"), str(data / "videos"), str(clean),
+                     num_shards=8, fps=FPS, short_side=96)
+  for name in names:
+    assert (killed / name).read_bytes() == (clean / name).read_bytes(), name
+  assert not [n for n in os.listdir(killed) if n.startswith(".tmp-")]
