@@ -20,7 +20,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Path to a config file, optionally with ':ARG'.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
                                "eval_results.json; rerunning in it resumes.")
-flags.mark_flags_as_required(["config", "workdir"])
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "Compile the train step for the configured mesh, print per-device "
+    "memory and FLOPs per step, and exit without reading data or training.")
+flags.mark_flags_as_required(["config"])
 
 TRAINERS = ("pretrain",)
 
@@ -56,6 +59,13 @@ def main(argv: list[str]) -> None:
   config = _CONFIG.value
   if config.trainer not in TRAINERS:
     raise app.UsageError(f"config.trainer={config.trainer!r} is not one of {TRAINERS}")
+  if _COMPILE_ONLY.value:
+    from svilm import compile_check
+    print(compile_check.format_report(compile_check.compile_train_step(config)), flush=True)
+    return
+  if not _WORKDIR.value:
+    raise app.UsageError("--workdir is required (checkpoints, metrics and eval_results.json "
+                         "go there; rerunning in it resumes)")
   logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                jax.device_count(), jax.default_backend(), jax.process_index(),
                jax.process_count())

@@ -1,0 +1,41 @@
+"""--compile_only: compiles the real step for the configured mesh and reports memory/FLOPs."""
+
+import subprocess
+import sys
+
+import pytest
+
+from configs import pretrain
+from svilm import compile_check
+from svilm import configuration
+from tests.conftest import REPO_ROOT
+
+
+def test_report_of_the_tiny_config_on_8_devices():
+  config = pretrain.get_config("tiny")
+  config.model.text.vocab_size = 128
+  report = compile_check.compile_train_step(config)
+  assert report["devices"] == 8 and report["global_batch"] == 8
+  assert report["parameters"] > 1e6
+  # The replicated state (params + 2 Adam moments) is an argument of every device.
+  assert report["arguments"] > 3 * 4 * report["parameters"]
+  assert report["peak"] >= report["arguments"] and report["temporaries"] > 0
+  assert report["flops_per_step"] == pytest.approx(8 * report["flops_per_device"])
+  assert report["flops_per_device"] > 0
+
+
+def test_without_a_vocabulary_it_says_what_to_pass():
+  with pytest.raises(configuration.ConfigError, match="--config.model.text.vocab_size=N"):
+    compile_check.compile_train_step(pretrain.get_config("tiny"))
+
+
+def test_paper_config_compiles_on_the_cpu_without_data():
+  # The shard and tokenizer paths do not exist: --compile_only never reads them.
+  result = subprocess.run(
+      [sys.executable, "-m", "svilm.main",
+       "--config=configs/pretrain_paper.py:data=/nonexistent,tokenizer=/nonexistent.model",
+       "--compile_only", "--config.model.text.vocab_size=30522", "--config.batch_size=8"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "per device peak (XLA estimate):" in result.stdout
+  assert "219.0M parameters" in result.stdout          # ViT-B video + BERT-base text towers
