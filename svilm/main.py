@@ -23,7 +23,40 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _COMPILE_ONLY = flags.DEFINE_bool(
     "compile_only", False, "Compile the train step for the configured mesh, print per-device "
     "memory and FLOPs per step, and exit without reading data or training.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for a multi-process run where JAX "
+    "cannot detect the cluster itself (TPU VMs, SLURM and GKE are detected).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config"])
+
+# Environment variables that say a multi-process cluster launched us, so that
+# jax.distributed.initialize() can discover everything by itself.
+_CLUSTER_ENV = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS")
+
+
+def initialize_distributed() -> None:
+  """Starts JAX's multi-controller runtime when the run spans several processes.
+
+  Explicit flags win; otherwise JAX's own cluster detection is used when a TPU pod, GKE
+  (xpk/JobSet) or a multi-task SLURM job launched us; a plain single process does nothing.
+  """
+  import os
+  import jax
+  explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if any(v is not None for v in explicit):
+    if any(v is None for v in explicit):
+      raise app.UsageError("--coordinator_address, --num_processes and --process_id go "
+                           "together")
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+    return
+  env = {k: os.environ.get(k, "") for k in _CLUSTER_ENV}
+  multi_host_tpu = "," in env["TPU_WORKER_HOSTNAMES"]
+  multi_task_slurm = env["SLURM_NTASKS"] not in ("", "1")
+  if multi_host_tpu or env["MEGASCALE_COORDINATOR_ADDRESS"] or multi_task_slurm:
+    jax.distributed.initialize()
 
 TRAINERS = ("pretrain",)
 
@@ -48,6 +81,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so `--help` and flag errors answer without loading JAX and TensorFlow.
+  initialize_distributed()   # before anything asks JAX about devices
   import jax
   import tensorflow as tf
 
