@@ -65,3 +65,30 @@ def test_killed_run_resumes_to_the_same_results(shapesworld_cache, tmp_path):
   assert "Resumed from checkpoint" in result.stderr
   with open(os.path.join(killed, "eval_results.json")) as f:
     assert json.load(f) == reference
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(shapesworld_cache, tmp_path):
+  workdir = str(tmp_path / "preempted")
+  command = [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py:tiny",
+             f"--workdir={workdir}", f"--config.data.shapesworld_dir={shapesworld_cache}",
+             "--config.total_steps=100", "--config.checkpoint_every_steps=1000",
+             "--config.log_every_steps=2"]
+  process = subprocess.Popen(command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)
+  for line in process.stderr:           # wait until training is under way
+    if "step 4/100" in line:
+      process.send_signal(signal.SIGTERM)
+      break
+  rest = process.communicate(timeout=300)[1]
+  assert process.returncode == 0, rest[-3000:]
+  assert "Preempted (SIGTERM)" in rest
+  (saved,) = _steps(workdir)            # only the preemption checkpoint exists
+  assert 4 <= saved < 100
+  assert not os.path.exists(os.path.join(workdir, "eval_results.json"))
+
+  result = subprocess.run(command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert f"Resumed from checkpoint at step {saved}" in result.stderr
+  with open(os.path.join(workdir, "eval_results.json")) as f:
+    assert json.load(f)["step"] == 100

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any
 
@@ -23,6 +25,7 @@ import numpy as np
 import optax
 from absl import logging
 from clu import metric_writers
+from jax.experimental import multihost_utils
 
 from data_pipelines import input_pipeline
 from data_pipelines import tokenizer as tokenizer_lib
@@ -143,6 +146,21 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, config):
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
+_SIGTERM = threading.Event()
+
+
+def _preempted(step: int) -> bool:
+  """True once SIGTERM arrived; on several processes, at a step all of them agree on.
+
+  JAX's coordination service delivers the preemption notice to every process of a
+  multi-process run, and `reached_preemption_sync_point` makes them stop at the same step (a
+  process that stopped alone would hang the others in their next collective).
+  """
+  if jax.process_count() > 1:
+    return multihost_utils.reached_preemption_sync_point(step)
+  return _SIGTERM.is_set()
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or Inf; nothing after the last good checkpoint was saved."""
 
@@ -238,6 +256,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info("Evaluation at step %d: %s", step, results)
     return results
 
+  if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+    _SIGTERM.clear()
+    signal.signal(signal.SIGTERM, lambda *_: _SIGTERM.set())
   try:
     results = _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_iter,
                           mesh, manager, writer, local_batch, evaluate)
@@ -283,6 +304,14 @@ def _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_i
       last_saved = step
     if config.eval_every_steps and step % config.eval_every_steps == 0:
       results = evaluate(state.params, step)
+    if step < config.total_steps and _preempted(step):
+      if last_saved != step:
+        _check_finite(step, metrics, last_saved, workdir)
+        checkpointing.save(manager, step, state,
+                           {"step": step, "examples_per_host": step * local_batch})
+      logging.warning("Preempted (SIGTERM) after step %d: checkpoint saved in %s; rerun the "
+                      "same command to resume", step, checkpointing.checkpoint_dir(workdir))
+      return {"step": step, "preempted": True}
   if not results or results["step"] != int(state.step):
     results = evaluate(state.params, int(state.step))
   return results
