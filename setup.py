@@ -28,7 +28,8 @@ setuptools.setup(
     version="0.1.0",
     description="Structured video-language pretraining (S-ViLM) and video grounding in JAX/Flax",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["svilm*", "data_pipelines*", "configs*"]),
+    packages=setuptools.find_packages(
+        include=["svilm*", "data_pipelines*", "configs*", "launch*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": ["pytest>=8"]},
 )

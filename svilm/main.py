@@ -35,6 +35,20 @@ flags.mark_flags_as_required(["config"])
 _CLUSTER_ENV = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS", "SLURM_NTASKS")
 
 
+def _on_cloud_tpu_vm() -> bool:
+  """True on a Cloud TPU VM (queued resources set no TPU_WORKER_HOSTNAMES in an ssh shell).
+
+  Uses JAX's own detector, the one `jax.distributed.initialize()` relies on; it is private
+  API, so a JAX that moves it simply falls back to the environment variables above.
+  """
+  try:
+    from jax._src.clusters import cloud_tpu_cluster
+    return bool(cloud_tpu_cluster.running_in_cloud_tpu_vm
+                and cloud_tpu_cluster.GceTpuCluster.is_env_present())
+  except (ImportError, AttributeError):
+    return False
+
+
 def initialize_distributed() -> None:
   """Starts JAX's multi-controller runtime when the run spans several processes.
 
@@ -53,7 +67,7 @@ def initialize_distributed() -> None:
                                process_id=_PROCESS_ID.value)
     return
   env = {k: os.environ.get(k, "") for k in _CLUSTER_ENV}
-  multi_host_tpu = "," in env["TPU_WORKER_HOSTNAMES"]
+  multi_host_tpu = "," in env["TPU_WORKER_HOSTNAMES"] or _on_cloud_tpu_vm()
   multi_task_slurm = env["SLURM_NTASKS"] not in ("", "1")
   if multi_host_tpu or env["MEGASCALE_COORDINATOR_ADDRESS"] or multi_task_slurm:
     jax.distributed.initialize()

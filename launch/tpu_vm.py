@@ -1,0 +1,159 @@
+r"""Train svilm on a Cloud TPU VM slice, created as a queued resource.
+
+    python -m launch.tpu_vm all --dry-run --name=svilm-v5e --zone=us-west4-a \
+        --accelerator_type=v5litepod-16 --spot \
+        --config=configs/pretrain.py --workdir=gs://my-bucket/svilm/run1
+
+Steps (give one or several, in order; `all` is create, wait, install, run):
+  create   gcloud compute tpus queued-resources create (the TPU VM is the node NAME)
+  wait     poll queued-resources describe until the state is ACTIVE
+  install  put the code on every worker (copy this checkout, or git clone --repo) and
+           pip install it with jax[tpu]
+  run      start the training command on every worker in the background (nohup), logging
+           to ~/svilm_train.log on each
+  logs     follow worker 0's log (process 0 prints the metrics)
+  delete   delete the queued resource and its TPU VM
+
+Every worker of the slice runs the same command; JAX finds the other workers itself on TPU VMs,
+so no coordinator flags are passed. The workdir must be gs:// (see common.check_gcs_workdir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import sys
+from typing import Sequence
+
+from launch import common
+
+STEPS = ("create", "wait", "install", "run", "logs", "delete", "all")
+ALL_STEPS = ("create", "wait", "install", "run")
+
+# Default TPU VM software per accelerator generation (Cloud TPU docs, "TPU software
+# versions"); anything else needs --runtime_version.
+RUNTIME_VERSIONS = {
+    "v4": "tpu-ubuntu2204-base",
+    "v5litepod": "v2-alpha-tpuv5-lite",
+    "v5p": "v2-alpha-tpuv5",
+    "v6e": "v2-alpha-tpuv6e",
+}
+REMOTE_DIR = "svilm"          # the code's directory under each worker's home
+LOG_FILE = "~/svilm_train.log"
+# A --repo that is cloned rather than copied: URL schemes and scp-like `user@host:path`.
+_GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="python -m launch.tpu_vm", description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("steps", nargs="+", choices=STEPS, metavar="STEP",
+                      help="one or more of: " + ", ".join(STEPS))
+  parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                      help="print the commands, run nothing")
+  parser.add_argument("--name", required=True, help="queued resource and TPU VM name")
+  parser.add_argument("--zone", required=True, help="e.g. us-west4-a")
+  parser.add_argument("--project", help="GCP project (default: gcloud's configured one)")
+  parser.add_argument("--accelerator_type", help="e.g. v5litepod-16, v4-32, v5p-64")
+  parser.add_argument("--runtime_version", help="TPU VM image (default by generation: "
+                      + ", ".join(f"{k}: {v}" for k, v in RUNTIME_VERSIONS.items()) + ")")
+  capacity = parser.add_mutually_exclusive_group()
+  capacity.add_argument("--spot", action="store_true", help="spot capacity (preemptible)")
+  capacity.add_argument("--reserved", action="store_true", help="the project's reservation")
+  parser.add_argument("--repo", default=common.REPO_ROOT,
+                      help="git URL to clone on the workers, or local directory to copy "
+                      "(default: this checkout)")
+  parser.add_argument("--wait_timeout_s", type=float, default=7200.0,
+                      help="give up waiting for ACTIVE after this long")
+  common.add_training_flags(parser)
+  return parser
+
+
+def _runtime_version(args: argparse.Namespace) -> str:
+  if args.runtime_version:
+    return args.runtime_version
+  generation = args.accelerator_type.rsplit("-", 1)[0]
+  if generation not in RUNTIME_VERSIONS:
+    raise common.LaunchError(f"no default --runtime_version for {args.accelerator_type}; "
+                             "pass one (see Cloud TPU's 'TPU software versions' page)")
+  return RUNTIME_VERSIONS[generation]
+
+
+def _where(args: argparse.Namespace) -> list[str]:
+  """The --zone/--project flags every gcloud command here takes."""
+  return [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
+
+
+def _ssh(args: argparse.Namespace, worker: str, command: str) -> list[str]:
+  return (["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name] + _where(args)
+          + [f"--worker={worker}", f"--command={command}"])
+
+
+def _install(args: argparse.Namespace) -> list[list[str]]:
+  """Fresh code on every worker, then `pip install -e .` plus the TPU build of jax.
+
+  The old copy is removed first so that a rerun never mixes two versions of the code (scp
+  into an existing directory would nest the new copy inside it).
+  """
+  if _GIT_URL.match(args.repo):
+    fetch = [_ssh(args, "all", f"rm -rf ~/{REMOTE_DIR} && git clone {shlex.quote(args.repo)} "
+                  f"~/{REMOTE_DIR}")]
+  else:
+    local = os.path.abspath(args.repo)
+    if not os.path.isdir(local):
+      raise common.LaunchError(f"--repo={args.repo} is neither a git URL nor a directory")
+    fetch = [_ssh(args, "all", f"rm -rf ~/{REMOTE_DIR}"),
+             ["gcloud", "compute", "tpus", "tpu-vm", "scp", "--recurse", local,
+              f"{args.name}:{REMOTE_DIR}"] + _where(args) + ["--worker=all"]]
+  # setup.py pins jax; the `tpu` extra adds the matching libtpu.
+  return fetch + [_ssh(args, "all", f"cd ~/{REMOTE_DIR} && python3 -m pip install -e . "
+                                    "'jax[tpu]'")]
+
+
+def plan(args: argparse.Namespace) -> list[common.Step]:
+  """The commands for `args.steps`, in order (raises LaunchError on bad flags)."""
+  steps = [s for step in args.steps for s in (ALL_STEPS if step == "all" else (step,))]
+  queued = ["gcloud", "compute", "tpus", "queued-resources"]
+  commands: list[common.Step] = []
+  for step in steps:
+    if step == "create":
+      if not args.accelerator_type:
+        raise common.LaunchError("create needs --accelerator_type (e.g. v5litepod-16)")
+      capacity = ["--spot"] if args.spot else ["--reserved"] if args.reserved else []
+      commands.append(queued + ["create", args.name, f"--node-id={args.name}"] + _where(args)
+                      + [f"--accelerator-type={args.accelerator_type}",
+                         f"--runtime-version={_runtime_version(args)}"] + capacity)
+    elif step == "wait":
+      commands.append(common.Poll(
+          tuple(queued + ["describe", args.name] + _where(args)
+                + ["--format=value(state.state)"]),
+          ready="ACTIVE", failed=("FAILED", "SUSPENDED"), timeout_s=args.wait_timeout_s))
+    elif step == "install":
+      commands.extend(_install(args))
+    elif step == "run":
+      common.check_gcs_workdir(args.workdir, "a multi-host TPU slice")
+      train = common.shell_line(common.training_command(
+          args.config, args.workdir, args.override, python="python3"))
+      # nohup and closed stdin/stdout let ssh return while training goes on; each worker
+      # logs to its own home directory.
+      commands.append(_ssh(args, "all", f"cd ~/{REMOTE_DIR} && nohup {train} "
+                                        f"> {LOG_FILE} 2>&1 < /dev/null &"))
+    elif step == "logs":
+      commands.append(_ssh(args, "0", f"tail -f {LOG_FILE}"))
+    elif step == "delete":
+      commands.append(queued + ["delete", args.name] + _where(args) + ["--force", "--quiet"])
+  return commands
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  parser = build_parser()
+  return common.main_wrapper(lambda args: common.execute(plan(args), args.dry_run), parser,
+                             argv)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
