@@ -148,3 +148,14 @@ def main_wrapper(build: Callable[[argparse.Namespace], None], parser: argparse.A
     print(f"FATAL {e}", file=sys.stderr)
     return 1
   return 0
+
+
+def gcloud_location(args: argparse.Namespace) -> list[str]:
+  """The --zone/--project flags every gcloud and xpk command here takes."""
+  return [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
+
+
+def plan_main(plan: Callable[[argparse.Namespace], Sequence[Step]],
+              parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+  """Entry point of a script whose work is a plan of steps: print (--dry-run) or run them."""
+  return main_wrapper(lambda args: execute(plan(args), args.dry_run), parser, argv)

@@ -59,10 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _where(args: argparse.Namespace) -> list[str]:
-  return [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
-
-
 def _run(args: argparse.Namespace) -> list[str]:
   """`xpk workload create ...` with the training command as --command."""
   if not (args.tpu_type or args.device_type):
@@ -85,7 +81,7 @@ def _run(args: argparse.Namespace) -> list[str]:
     command = f"pip install -e . {shlex.quote(jax_extra)} && {train}"
   return (["xpk", "workload", "create", f"--cluster={args.cluster}",
            f"--workload={args.workload}"] + accelerator
-          + [f"--num-slices={args.num_slices}"] + image + _where(args)
+          + [f"--num-slices={args.num_slices}"] + image + common.gcloud_location(args)
           + [f"--command={command}"])
 
 
@@ -99,7 +95,8 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
       # xpk clusters are regional: the region is the zone without its last letter part.
       region = args.zone.rsplit("-", 1)[0]
       project = [f"--project={args.project}"] if args.project else []
-      commands.append(["xpk", "workload", "list", f"--cluster={args.cluster}"] + _where(args))
+      commands.append(["xpk", "workload", "list", f"--cluster={args.cluster}"]
+                      + common.gcloud_location(args))
       commands.append(["gcloud", "container", "clusters", "get-credentials", args.cluster,
                        f"--region={region}"] + project)
       # JobSet labels each pod with its slice (job-index) and Job its host (completion index).
@@ -109,15 +106,13 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
                        "batch.kubernetes.io/job-completion-index=0"])
     elif step == "delete":
       commands.append(["xpk", "workload", "delete", f"--cluster={args.cluster}",
-                       f"--workload={args.workload}"] + _where(args))
+                       f"--workload={args.workload}"] + common.gcloud_location(args))
   return commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status."""
-  parser = build_parser()
-  return common.main_wrapper(lambda args: common.execute(plan(args), args.dry_run), parser,
-                             argv)
+  return common.plan_main(plan, build_parser(), argv)
 
 
 if __name__ == "__main__":

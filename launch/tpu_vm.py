@@ -82,14 +82,9 @@ def _runtime_version(args: argparse.Namespace) -> str:
   return RUNTIME_VERSIONS[generation]
 
 
-def _where(args: argparse.Namespace) -> list[str]:
-  """The --zone/--project flags every gcloud command here takes."""
-  return [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
-
-
 def _ssh(args: argparse.Namespace, worker: str, command: str) -> list[str]:
-  return (["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name] + _where(args)
-          + [f"--worker={worker}", f"--command={command}"])
+  return (["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name]
+          + common.gcloud_location(args) + [f"--worker={worker}", f"--command={command}"])
 
 
 def _install(args: argparse.Namespace) -> list[list[str]]:
@@ -107,7 +102,7 @@ def _install(args: argparse.Namespace) -> list[list[str]]:
       raise common.LaunchError(f"--repo={args.repo} is neither a git URL nor a directory")
     fetch = [_ssh(args, "all", f"rm -rf ~/{REMOTE_DIR}"),
              ["gcloud", "compute", "tpus", "tpu-vm", "scp", "--recurse", local,
-              f"{args.name}:{REMOTE_DIR}"] + _where(args) + ["--worker=all"]]
+              f"{args.name}:{REMOTE_DIR}"] + common.gcloud_location(args) + ["--worker=all"]]
   # setup.py pins jax; the `tpu` extra adds the matching libtpu.
   return fetch + [_ssh(args, "all", f"cd ~/{REMOTE_DIR} && python3 -m pip install -e . "
                                     "'jax[tpu]'")]
@@ -123,12 +118,13 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
       if not args.accelerator_type:
         raise common.LaunchError("create needs --accelerator_type (e.g. v5litepod-16)")
       capacity = ["--spot"] if args.spot else ["--reserved"] if args.reserved else []
-      commands.append(queued + ["create", args.name, f"--node-id={args.name}"] + _where(args)
+      commands.append(queued + ["create", args.name, f"--node-id={args.name}"]
+                      + common.gcloud_location(args)
                       + [f"--accelerator-type={args.accelerator_type}",
                          f"--runtime-version={_runtime_version(args)}"] + capacity)
     elif step == "wait":
       commands.append(common.Poll(
-          tuple(queued + ["describe", args.name] + _where(args)
+          tuple(queued + ["describe", args.name] + common.gcloud_location(args)
                 + ["--format=value(state.state)"]),
           ready="ACTIVE", failed=("FAILED", "SUSPENDED"), timeout_s=args.wait_timeout_s))
     elif step == "install":
@@ -144,15 +140,14 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
     elif step == "logs":
       commands.append(_ssh(args, "0", f"tail -f {LOG_FILE}"))
     elif step == "delete":
-      commands.append(queued + ["delete", args.name] + _where(args) + ["--force", "--quiet"])
+      commands.append(queued + ["delete", args.name] + common.gcloud_location(args)
+                      + ["--force", "--quiet"])
   return commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   """Command-line entry point; returns the exit status."""
-  parser = build_parser()
-  return common.main_wrapper(lambda args: common.execute(plan(args), args.dry_run), parser,
-                             argv)
+  return common.plan_main(plan, build_parser(), argv)
 
 
 if __name__ == "__main__":
