@@ -57,11 +57,7 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
                    state_sharding)
   batch = abstract(jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size)),
                    batch_sharding)
-  step = jax.jit(functools.partial(pretrain.train_step, model=model, tx=tx,
-                                   schedule=schedule, config=config),
-                 in_shardings=(state_sharding, batch_sharding),
-                 out_shardings=(state_sharding, sharding.replicated(mesh)),
-                 donate_argnums=(0,))
+  step = pretrain.jit_train_step(config, model, tx, schedule, mesh)
   compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()
   cost = compiled.cost_analysis()

@@ -29,13 +29,6 @@ def _setup(config):
   return config, model, tx, schedule, input_pipeline.as_numpy(ds)
 
 
-def _jitted_step(config, model, tx, schedule, mesh):
-  return jax.jit(functools.partial(pretrain.train_step, model=model, tx=tx, schedule=schedule,
-                                   config=config),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
-
-
 def test_step_on_8_devices_equals_single_device(tiny):
   assert jax.device_count() == 8
   config, model, tx, schedule, batches = _setup(tiny)
@@ -44,7 +37,7 @@ def test_step_on_8_devices_equals_single_device(tiny):
   for devices in (jax.devices()[:1], jax.devices()):
     mesh = sharding.make_mesh(config, devices=devices) if len(devices) == 8 else (
         jax.sharding.Mesh(np.asarray(devices), (sharding.DATA_AXIS,)))
-    step = _jitted_step(config, model, tx, schedule, mesh)
+    step = pretrain.jit_train_step(config, model, tx, schedule, mesh)
     state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
                     out_shardings=sharding.replicated(mesh))()
     for batch in batches:
@@ -63,7 +56,7 @@ def test_training_lowers_the_loss(tiny):
   tiny.total_steps = 40
   config, model, tx, schedule, batches = _setup(tiny)
   mesh = sharding.make_mesh(config)
-  step = _jitted_step(config, model, tx, schedule, mesh)
+  step = pretrain.jit_train_step(config, model, tx, schedule, mesh)
   state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
                   out_shardings=sharding.replicated(mesh))()
   batch = sharding.to_global(next(batches), mesh)

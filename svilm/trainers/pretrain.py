@@ -161,6 +161,18 @@ def _preempted(step: int) -> bool:
   return _SIGTERM.is_set()
 
 
+def jit_train_step(config: ml_collections.ConfigDict, model, tx, schedule, mesh):
+  """`train_step` jitted for `mesh`: the one place its shardings and donation are declared.
+
+  The state is replicated and donated; the batch is split over the data axis.
+  """
+  state_sharding = sharding.replicated(mesh)
+  return jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
+      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced a NaN or Inf; nothing after the last good checkpoint was saved."""
 
@@ -231,10 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   logging.info("Model has %.2fM parameters; %d devices, global batch %d", num_params / 1e6,
                jax.device_count(), config.batch_size)
 
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
-      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+  step_fn = jit_train_step(config, model, tx, schedule, mesh)
   evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, sources.eval_files,
                                               tokenizer)
   train_files = [input_pipeline.host_shards(files, jax.process_index(), jax.process_count())
