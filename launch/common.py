@@ -159,3 +159,14 @@ def plan_main(plan: Callable[[argparse.Namespace], Sequence[Step]],
               parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
   """Entry point of a script whose work is a plan of steps: print (--dry-run) or run them."""
   return main_wrapper(lambda args: execute(plan(args), args.dry_run), parser, argv)
+
+
+def step_parser(prog: str, description: str, steps: Sequence[str]) -> argparse.ArgumentParser:
+  """A parser taking one or more STEPs and --dry-run (the rest is each script's own)."""
+  parser = argparse.ArgumentParser(prog=prog, description=description,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("steps", nargs="+", choices=steps, metavar="STEP",
+                      help="one or more of: " + ", ".join(steps))
+  parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                      help="print the commands, run nothing")
+  return parser

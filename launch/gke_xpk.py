@@ -33,13 +33,7 @@ STEPS = ("run", "logs", "delete")
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m launch.gke_xpk", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("steps", nargs="+", choices=STEPS, metavar="STEP",
-                      help="one or more of: " + ", ".join(STEPS))
-  parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                      help="print the commands, run nothing")
+  parser = common.step_parser("python -m launch.gke_xpk", __doc__, STEPS)
   parser.add_argument("--cluster", required=True, help="the xpk cluster's name")
   parser.add_argument("--workload", required=True,
                       help="workload name (lower case letters, digits and '-', unique)")

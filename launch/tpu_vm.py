@@ -47,13 +47,7 @@ _GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(
-      prog="python -m launch.tpu_vm", description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("steps", nargs="+", choices=STEPS, metavar="STEP",
-                      help="one or more of: " + ", ".join(STEPS))
-  parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                      help="print the commands, run nothing")
+  parser = common.step_parser("python -m launch.tpu_vm", __doc__, STEPS)
   parser.add_argument("--name", required=True, help="queued resource and TPU VM name")
   parser.add_argument("--zone", required=True, help="e.g. us-west4-a")
   parser.add_argument("--project", help="GCP project (default: gcloud's configured one)")
