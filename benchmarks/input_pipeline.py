@@ -87,21 +87,12 @@ def _default_step_frames_per_sec() -> float:
 
 def _paper_flops_per_clip() -> tuple[float, int]:
   """XLA's FLOP count of one paper-config train step per clip (batch 2), and its frames."""
-  import jax
   from configs import pretrain_paper
+  from svilm import compile_check
   from svilm import configuration
-  from svilm.trainers import pretrain
   config = pretrain_paper.get_config("data=unused,tokenizer=unused")
   config = configuration.finalize(config, num_devices=1, process_count=1, vocab_size=30522)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  state = jax.eval_shape(functools.partial(pretrain.init_state, model, tx, config))
-  batch = jax.eval_shape(lambda: pretrain.dummy_batch(config, 2))
-  lowered = jax.jit(functools.partial(pretrain.train_step, model=model, tx=tx,
-                                      schedule=schedule, config=config)).lower(state, batch)
-  cost = lowered.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"]) / 2, config.data.num_frames
+  return compile_check.model_flops_per_step(config, batch_size=2) / 2, config.data.num_frames
 
 
 def main(argv) -> None:

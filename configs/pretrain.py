@@ -27,6 +27,7 @@ from __future__ import annotations
 import ml_collections
 
 from data_pipelines.shapesworld import build as shapesworld_build
+from svilm import sharding
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -44,6 +45,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.log_every_steps = 50
   config.checkpoint_every_steps = 400
   config.keep_checkpoints = 3
+  # Checkpoints are written by Orbax in a background thread while training goes on; the next
+  # save (and the end of training) waits for the previous one, at most this long.
+  config.async_checkpointing = True
+  config.checkpoint_timeout_secs = 600
   config.eval_every_steps = 0            # 0: evaluate once, at the end of training
 
   config.data = ml_collections.ConfigDict()
@@ -68,6 +73,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.max_noun_len = 12
   config.data.noun_prompt = "a video of a {}"   # prompt template for noun embeddings (?)
   config.data.shuffle_buffer = 2048
+  # How hosts share the training stream (docs/pretraining.md, "Multi-host input"):
+  #   files   each host reads its own disjoint subset of the shard files (reading scales
+  #           with the hosts; the batch composition depends on the number of hosts);
+  #   stream  every host reads the same record stream and decodes only its slice of each
+  #           global batch: the global batches, and so training, do not depend on the number
+  #           of hosts (exact elastic restarts), at the cost of each host reading every record.
+  config.data.host_split = "files"
   # Training augmentation (evaluation always takes the centre square). ShapesWorld keeps the
   # whole frame and never flips: its captions say "left" and "right".
   config.data.train_crop_area = (1.0, 1.0)         # random resized crop when min < 1
@@ -77,6 +89,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.embed_dim = 256           # joint space (?)
+  # Memory and speed (docs/pretraining.md, "Scaling up"). Parameters are always float32.
+  config.model.dtype = "float32"         # compute dtype: "float32" or "bfloat16"
+  config.model.remat = "none"            # transformer blocks: "none", "full" or "dots"
+  config.model.scan_layers = False       # nn.scan over consecutive blocks (checkpoint layout!)
   config.model.temperature_init = 0.07
   config.model.learn_temperature = True
   config.model.video = ml_collections.ConfigDict(dict(
@@ -112,14 +128,26 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.b1 = 0.9
   config.optim.b2 = 0.98
   config.optim.grad_clip_norm = 1.0
+  # Micro-batches per step: gradients of batch_size / grad_accum_steps examples at a time are
+  # averaged. Contrastive and grounding negatives and cut-and-paste backgrounds then come from
+  # the micro-batch, not the whole batch (the loss is the mean of micro-batch losses).
+  config.optim.grad_accum_steps = 1
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 64
   config.eval.max_clips = 512                # held-out clips read (0: the whole split)
   config.eval.seed = 1234                    # cut-and-paste and random baselines in eval
 
+  # Device mesh (data, fsdp, model) and the logical-axis rules that place parameters on it;
+  # one size may be -1 (the remaining devices). See svilm/sharding.py and docs/pretraining.md.
+  #   data parallel    data=-1                  (the default)
+  #   FSDP             fsdp=-1 (data=1)         parameters + optimizer state sharded
+  #   DP x TP          data=-1, model=2         heads / MLP / vocabulary split in 2
   config.mesh = ml_collections.ConfigDict()
-  config.mesh.data = -1                      # devices on the data axis; -1: all of them
+  config.mesh.data = -1
+  config.mesh.fsdp = 1
+  config.mesh.model = 1
+  config.mesh.rules = sharding.DEFAULT_RULES
 
   if "tiny" in variants:
     config.total_steps = 6

@@ -67,6 +67,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.text = ml_collections.ConfigDict(dict(
       vocab_size=-1, width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=-1,
       dropout=0.1))
+  # Fitting 32-frame ViT-B clips: bf16 compute (f32 parameters), every transformer block
+  # recomputed in the backward pass, scanned layers (fast compiles), and FSDP over all devices
+  # (parameters and Adam moments sharded). `--compile_only` prints what this needs per device.
+  config.model.dtype = "bfloat16"
+  config.model.remat = "full"
+  config.model.scan_layers = True
+  config.mesh.data = 1
+  config.mesh.fsdp = -1
   config.optim.learning_rate = 1e-4      # (?)
   config.optim.warmup_steps = 5000       # (?)
   config.eval.batch_size = 256

@@ -206,8 +206,9 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
                  shuffle_buffer: int = 1024, start_index: int = 0,
                  with_annotations: bool = False, max_examples: int = 0,
                  augment: Augmentation = Augmentation(),
-                 weights: Sequence[float] | None = None) -> tf.data.Dataset:
-  """The batched dataset over `files` (already restricted to this host).
+                 weights: Sequence[float] | None = None,
+                 host_slice: tuple[int, int] | None = None) -> tf.data.Dataset:
+  """The batched dataset over `files` (this host's subset, or all files with `host_slice`).
 
   train=True: endless, shuffled (files and records, seeded), random temporal offsets, batches
   of exactly `batch_size`; `start_index` records of the stream are skipped first (resume).
@@ -216,6 +217,11 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
   train=False: one deterministic pass in file order with centred frame sampling, in full batches
   (a remainder smaller than `batch_size` is dropped: every evaluated clip then has a real
   cut-and-paste background); `max_examples` > 0 stops after that many records.
+  host_slice=(host, num_hosts) (training only): `files` is the whole dataset, read identically
+  by every host; of each global batch of `batch_size * num_hosts` records this host keeps rows
+  [host * batch_size, (host + 1) * batch_size) before decoding them. Stream positions (and so
+  the per-example randomness and `start_index`) are global, so the hosts together produce
+  exactly the batches one host with `batch_size * num_hosts` would.
   """
   if weights is None:
     ds = _record_stream(files, train=train, seed=seed)
@@ -234,6 +240,14 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
   ds = ds.enumerate()
   if start_index:
     ds = ds.skip(start_index)   # before any decoding: skipping costs only reading records
+  if host_slice is not None:
+    if not train:
+      raise ValueError("host_slice is for the training stream; evaluation splits files")
+    host, num_hosts = host_slice
+    begin = host * batch_size
+    ds = ds.batch(batch_size * num_hosts, drop_remainder=True)
+    ds = ds.map(lambda index, record: (index[begin:begin + batch_size],
+                                       record[begin:begin + batch_size])).unbatch()
   ds = ds.map(_example_fn(num_frames=num_frames, frame_stride=frame_stride,
                           resolution=resolution, num_nouns=num_nouns, train=train, seed=seed,
                           with_annotations=with_annotations, augment=augment),

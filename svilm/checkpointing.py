@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 
@@ -22,9 +23,17 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
 
 
-def make_manager(workdir: str, *, keep: int) -> ocp.CheckpointManager:
-  """The manager for WORKDIR/checkpoints, keeping the newest `keep` steps."""
-  options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+def make_manager(workdir: str, *, keep: int, async_save: bool = True,
+                 timeout_secs: int = 600) -> ocp.CheckpointManager:
+  """The manager for WORKDIR/checkpoints, keeping the newest `keep` steps.
+
+  With `async_save` a save copies the state off the devices and writes it in a background
+  thread while training continues; the next save, and the end of training, wait for it (at
+  most `timeout_secs`, which also bounds the hosts' commit barrier on several processes).
+  """
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
+      async_options=ocp.AsyncOptions(timeout_secs=timeout_secs))
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_names=("state", "meta"))
 
@@ -35,8 +44,23 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> N
                                              meta=ocp.args.JsonSave(meta)), force=True)
 
 
-def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any):
-  """Restores (state, meta) at `step` onto the shardings of `abstract_state`."""
-  restored = manager.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shardings: Any):
+  """Restores (state, meta) at `step` with the shapes of `abstract_state` onto `shardings`.
+
+  Each host reads only the pieces its devices hold, so a checkpoint written on any mesh shape
+  and any number of hosts restores onto the current ones (elastic restart).
+  """
+  abstract_state = jax.tree.map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
+      shardings)
+  try:
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  except (ValueError, KeyError, TypeError) as e:
+    raise ValueError(
+        f"Checkpoint {step} in {manager.directory} does not fit this run's train state: the "
+        "model or optimizer config changed since it was written (e.g. model.scan_layers, "
+        "which changes the parameter layout, a width or depth, or optim.grad_clip_norm). "
+        "Resume with the config it was written with, or start in a new workdir. Orbax said: "
+        f"{e}") from e
   return restored["state"], restored["meta"]

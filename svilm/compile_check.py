@@ -11,13 +11,11 @@ ShapesWorld or running a step, and reports what XLA's compiled program needs per
   peak        arguments + outputs - aliased + temporaries (XLA's own estimate; allocator
               fragmentation and runtime buffers come on top)
 
-and the FLOPs of one step from XLA's cost analysis of the per-device program, times the
-number of devices.
+and the model FLOPs of one step (`model_flops_per_step`).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 
 import jax
@@ -42,6 +40,31 @@ def vocab_size_without_data(config: ml_collections.ConfigDict) -> int:
       "data.tokenizer at an existing sentencepiece model")
 
 
+def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | None = None
+                         ) -> float:
+  """FLOPs of one train step as the model defines them, from XLA's cost analysis.
+
+  The step is lowered (not compiled) for one device with layers unrolled, no
+  rematerialisation and no gradient accumulation: XLA counts the body of a loop (a scan over
+  layers or micro-batches) once, not once per iteration, and recomputation is not model work
+  (MFU counts model FLOPs). `config` must be finalized; `batch_size` defaults to its global
+  batch.
+  """
+  plain = ml_collections.ConfigDict(config.to_dict())
+  plain.model.scan_layers = False
+  plain.model.remat = "none"
+  plain.optim.grad_accum_steps = 1
+  model = pretrain.build_model(plain)
+  tx, schedule = pretrain.make_optimizer(plain)
+  state = jax.eval_shape(lambda: pretrain.init_state(model, tx, plain))
+  batch = jax.eval_shape(lambda: pretrain.dummy_batch(plain, batch_size or plain.batch_size))
+  step = jax.jit(lambda state, batch: pretrain.train_step(state, batch, model=model, tx=tx,
+                                                          schedule=schedule, config=plain))
+  cost = step.lower(state, batch).cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost["flops"])
+
+
 def compile_train_step(config: ml_collections.ConfigDict) -> dict:
   """Compiles the train step for the configured mesh; returns sizes (bytes) and FLOPs."""
   config = configuration.finalize(config, num_devices=jax.device_count(),
@@ -50,20 +73,22 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
   mesh = sharding.make_mesh(config)
   model = pretrain.build_model(config)
   tx, schedule = pretrain.make_optimizer(config)
-  state_sharding, batch_sharding = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  abstract_state, state_shardings = pretrain.abstract_state_and_shardings(config, model, tx,
+                                                                          mesh)
   abstract = lambda tree, where: jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=where), tree)
-  state = abstract(jax.eval_shape(functools.partial(pretrain.init_state, model, tx, config)),
-                   state_sharding)
-  batch = abstract(jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size)),
-                   batch_sharding)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh)
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, where)
+  state = abstract(abstract_state, state_shardings)
+  batch = jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size))
+  batch = abstract(batch, jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch))
+  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, state_shardings)
   compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   report = {
       "devices": jax.device_count(),
+      "mesh": dict(mesh.shape),
+      "dtype": config.model.dtype,
+      "remat": config.model.remat,
+      "grad_accum_steps": config.optim.grad_accum_steps,
       "platform": jax.default_backend(),
       "global_batch": config.batch_size,
       "parameters": sum(x.size for x in jax.tree.leaves(state.params)),
@@ -71,11 +96,11 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
       "outputs": memory.output_size_in_bytes,
       "aliased": memory.alias_size_in_bytes,
       "temporaries": memory.temp_size_in_bytes,
-      "flops_per_device": float(cost.get("flops", 0.0)),
   }
   report["peak"] = (report["arguments"] + report["outputs"] - report["aliased"]
                     + report["temporaries"])
-  report["flops_per_step"] = report["flops_per_device"] * report["devices"]
+  report["flops_per_step"] = model_flops_per_step(config)
+  report["flops_per_device"] = report["flops_per_step"] / report["devices"]
   return report
 
 
@@ -83,11 +108,12 @@ def format_report(report: dict) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
   return "\n".join([
       f"compile_only: train step compiled for {report['devices']} {report['platform']} "
-      f"device(s), global batch {report['global_batch']}, "
-      f"{report['parameters'] / 1e6:.1f}M parameters",
+      f"device(s), mesh {report['mesh']}, global batch {report['global_batch']} in "
+      f"{report['grad_accum_steps']} micro-batch(es), {report['parameters'] / 1e6:.1f}M "
+      f"parameters, {report['dtype']} compute, remat {report['remat']}",
       f"  per device: arguments {gib(report['arguments'])}, outputs {gib(report['outputs'])} "
       f"(aliased {gib(report['aliased'])}), temporaries {gib(report['temporaries'])}",
       f"  per device peak (XLA estimate): {gib(report['peak'])}",
-      f"  FLOPs per step: {report['flops_per_step']:.3e} "
+      f"  model FLOPs per step: {report['flops_per_step']:.3e} "
       f"({report['flops_per_device']:.3e} per device)",
   ])

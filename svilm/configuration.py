@@ -11,6 +11,11 @@ from __future__ import annotations
 import ml_collections
 
 from data_pipelines import video_ops
+from svilm import sharding
+from svilm.models import vit
+
+# Compute dtypes (parameters and optimizer state stay float32 under either).
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -44,19 +49,33 @@ def finalize(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   _require(config.eval_every_steps >= 0, "eval_every_steps must be >= 0 (0: only at the end)")
   _require(config.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
 
-  data_devices = num_devices if config.mesh.data == -1 else config.mesh.data
-  _require(data_devices >= 1 and num_devices % data_devices == 0,
-           f"mesh.data={config.mesh.data} does not divide the {num_devices} devices")
-  _require(config.batch_size % data_devices == 0,
-           f"batch_size={config.batch_size} is not divisible by the {data_devices} devices of "
-           "the data axis (mesh.data)")
+  try:
+    mesh = sharding.mesh_shape(config, num_devices)
+    sharding.check_mesh_fits_hosts(mesh, num_devices, process_count)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  shards = mesh[0] * mesh[1]   # the batch is split over data x fsdp
+  accum = config.optim.grad_accum_steps
+  _require(accum >= 1, f"optim.grad_accum_steps must be >= 1, got {accum}")
+  micro = f"optim.grad_accum_steps={accum} micro-batches x " if accum > 1 else ""
+  _require(config.batch_size % (shards * accum) == 0,
+           f"batch_size={config.batch_size} is not divisible by {micro}the {shards} batch "
+           "shards (mesh.data x mesh.fsdp)")
   _require(config.batch_size % process_count == 0,
            f"batch_size={config.batch_size} is not divisible by {process_count} hosts")
-  _require(config.eval.batch_size % data_devices == 0,
-           f"eval.batch_size={config.eval.batch_size} is not divisible by the {data_devices} "
-           "devices of the data axis")
-  _require(config.batch_size >= 2, "batch_size must be >= 2: contrastive negatives and "
-           "cut-and-paste backgrounds come from the rest of the batch")
+  _require(config.eval.batch_size % shards == 0 and config.eval.batch_size % process_count == 0,
+           f"eval.batch_size={config.eval.batch_size} is not divisible by the {shards} batch "
+           f"shards (mesh.data x mesh.fsdp) and the {process_count} hosts")
+  _require(data.host_split in ("files", "stream"),
+           f"data.host_split must be 'files' or 'stream', got {data.host_split!r}")
+  model = config.model
+  _require(model.dtype in COMPUTE_DTYPES,
+           f"model.dtype={model.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
+  _require(model.remat in vit.REMAT_POLICIES,
+           f"model.remat={model.remat!r} is not one of {sorted(vit.REMAT_POLICIES)}")
+  _require(config.batch_size // accum >= 2,
+           f"batch_size / optim.grad_accum_steps = {config.batch_size // accum} must be >= 2: "
+           "contrastive negatives and cut-and-paste backgrounds come from the micro-batch")
 
   pt, ph, pw = video.patch_size
   _require(data.num_frames % pt == 0,

@@ -8,6 +8,7 @@ import json
 import os
 
 import ml_collections
+from absl import logging
 
 from data_pipelines import input_pipeline
 from data_pipelines.shapesworld import build as shapesworld_build
@@ -83,3 +84,58 @@ def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_s
       max_text_len=data.max_text_len, num_nouns=data.num_nouns,
       max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=train,
       augment=augment, **kwargs)
+
+
+def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, tokenizer, *,
+                  start_index: int, process_index: int, process_count: int):
+  """This host's training batches (global batch / hosts each), split per data.host_split."""
+  local_batch = config.batch_size // process_count
+  if config.data.host_split == "stream":
+    files, host_slice = sources.train_files, (process_index, process_count)
+  else:
+    files = [input_pipeline.host_shards(f, process_index, process_count)
+             for f in sources.train_files]
+    host_slice = None
+  if sources.train_weights is None:
+    (files,) = files
+  return make_dataset(config, files, tokenizer, batch_size=local_batch, train=True,
+                      seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
+                      start_index=start_index, weights=sources.train_weights,
+                      host_slice=host_slice)
+
+
+def stream_meta(config: ml_collections.ConfigDict, step: int, process_count: int) -> dict:
+  """What a checkpoint records about the training stream after `step` steps."""
+  return {"step": step, "examples": step * config.batch_size, "process_count": process_count,
+          "host_split": config.data.host_split}
+
+
+def stream_start(config: ml_collections.ConfigDict, meta: dict | None,
+                 process_count: int) -> int:
+  """Where this host's training stream resumes (records to skip), from a checkpoint's meta.
+
+  host_split="stream": the global position, whatever the number of hosts then and now (an
+  exact elastic restart). host_split="files": the host's own position in its file subset,
+  exact when the number of hosts is unchanged; after a change each host skips its share of
+  the examples already seen in its new subset, so the order differs from an uninterrupted run
+  (logged as a warning).
+  """
+  if meta is None:
+    return 0
+  # Checkpoints before `examples` existed recorded only the per-host count.
+  saved_hosts = meta.get("process_count", process_count)
+  examples = meta.get("examples", meta.get("examples_per_host", 0) * saved_hosts)
+  if examples != meta["step"] * config.batch_size:
+    raise ValueError(f"Checkpoint {meta['step']} was written with a global batch of "
+                     f"{examples // max(meta['step'], 1)}, this run uses "
+                     f"{config.batch_size}: resuming would change the data order")
+  saved_split = meta.get("host_split", "files")
+  if config.data.host_split == "stream" and saved_split == "stream":
+    return examples
+  if (config.data.host_split, saved_hosts) != (saved_split, process_count):
+    logging.warning("Resuming a run written by %d host(s) with host_split=%r on %d host(s) "
+                    "with host_split=%r: the training data order from here on differs from "
+                    "an uninterrupted run (use host_split='stream' for exact elastic "
+                    "restarts)", saved_hosts, saved_split, process_count,
+                    config.data.host_split)
+  return examples if config.data.host_split == "stream" else examples // process_count

@@ -24,6 +24,23 @@ def test_report_of_the_tiny_config_on_8_devices():
   assert report["flops_per_device"] > 0
 
 
+def test_fsdp_shards_the_state_and_model_flops_ignore_scan_and_remat():
+  config = pretrain.get_config("tiny")
+  config.model.text.vocab_size = 128
+  dp = compile_train_step_of(config)
+  config.mesh.update(dict(data=1, fsdp=-1))
+  config.model.update(dict(scan_layers=True, remat="full"))
+  fsdp = compile_train_step_of(config)
+  # Params and both Adam moments split 8 ways (a few small arrays stay whole).
+  assert fsdp["arguments"] < 0.2 * dp["arguments"], (fsdp["arguments"], dp["arguments"])
+  # XLA counts a scanned loop body once; model FLOPs come from the unrolled step.
+  assert fsdp["flops_per_step"] == dp["flops_per_step"]
+
+
+def compile_train_step_of(config):
+  return compile_check.compile_train_step(config.copy_and_resolve_references())
+
+
 def test_without_a_vocabulary_it_says_what_to_pass():
   with pytest.raises(configuration.ConfigError, match="--config.model.text.vocab_size=N"):
     compile_check.compile_train_step(pretrain.get_config("tiny"))

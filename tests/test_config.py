@@ -26,7 +26,13 @@ def test_derived_values_are_filled_in_one_place():
 
 
 @pytest.mark.parametrize("key, value, message", [
-    ("batch_size", 12, "batch_size=12 is not divisible by the 8 devices"),
+    ("batch_size", 12, "batch_size=12 is not divisible by the 8 batch shards"),
+    ("optim.grad_accum_steps", 3, "batch_size=32 is not divisible by "
+     "optim.grad_accum_steps=3 micro-batches x the 8 batch shards"),
+    ("model.dtype", "float16", "model.dtype='float16'"),
+    ("model.remat", "some", "model.remat='some'"),
+    ("data.host_split", "hosts", "data.host_split"),
+    ("mesh.model", 3, "mesh.model=3: 8 devices are not divisible by 3"),
     ("model.video.grouping_layers", (2, 7), "model.video.grouping_layers"),
     ("cut_and_paste.max_span", 4, "cut_and_paste.min_span=1 / max_span=4"),
     ("data.num_frames", 7, "data.num_frames=7 is not divisible"),

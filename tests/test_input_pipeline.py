@@ -159,3 +159,24 @@ def test_two_hosts_read_disjoint_halves_of_the_whole_set(tiny):
   # Captions may repeat across videos, so compare multisets: together, every record once.
   assert seen[0] + seen[1] == collections.Counter(_caption_ids(files, unique=False))
   assert sum(seen[0].values()) > 0 and sum(seen[1].values()) > 0
+
+
+def test_stream_split_hosts_together_yield_the_one_host_batches(tiny):
+  # host_split="stream": with augmentation on, hosts 0 and 1 of 2 (batch 4 each) must give
+  # exactly the rows of one host's batch of 8, in order, also when resuming mid-stream.
+  tiny.data.train_crop_area = (0.5, 1.0)
+  tiny.data.train_flip = True
+  (files,) = data_setup.prepare(tiny).train_files
+  whole = _take(_pipeline(tiny, files, train=True, batch_size=8, seed=5), 3)
+  hosts = [_take(_pipeline(tiny, files, train=True, batch_size=4, seed=5,
+                           host_slice=(h, 2)), 3) for h in range(2)]
+  resumed = [_take(_pipeline(tiny, files, train=True, batch_size=4, seed=5, start_index=8,
+                             host_slice=(h, 2)), 2) for h in range(2)]
+  for step, batch in enumerate(whole):
+    for key in batch:
+      joined = np.concatenate([hosts[0][step][key], hosts[1][step][key]])
+      np.testing.assert_array_equal(joined, batch[key], err_msg=key)
+      if step:
+        joined = np.concatenate([resumed[0][step - 1][key], resumed[1][step - 1][key]])
+        np.testing.assert_array_equal(joined, batch[key], err_msg=f"resumed {key}")
+  assert not np.array_equal(hosts[0][0]["video"], hosts[1][0]["video"])

@@ -1,12 +1,23 @@
-"""Two JAX processes on one machine (4 fake CPU devices each) train and evaluate together."""
+"""Two JAX processes on one machine (4 fake CPU devices each) train and evaluate together,
+and end with the same parameters as one process with 8 devices."""
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
+import jax
+import numpy as np
+
+from data_pipelines import tokenizer as tokenizer_lib
+from svilm import checkpointing
+from svilm import configuration
+from svilm import data_setup
+from svilm import sharding
+from svilm.trainers import pretrain
+from tests.conftest import REPO_ROOT, tiny_config
 
 
 def _free_port() -> int:
@@ -15,23 +26,69 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_train_the_tiny_config_together(shapesworld_cache, tmp_path):
+def _run(workdir, cache, *, processes: int, flags=()):
+  """`svilm.main` on the tiny config over 8 fake devices split into `processes` processes."""
   port = _free_port()
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-  processes = [subprocess.Popen(
-      [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py:tiny",
-       f"--workdir={tmp_path}", f"--config.data.shapesworld_dir={shapesworld_cache}",
-       "--config.total_steps=4", "--config.checkpoint_every_steps=2",
-       f"--coordinator_address=localhost:{port}", "--num_processes=2", f"--process_id={i}"],
-      cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
-  outputs = [p.communicate(timeout=600)[0] for p in processes]
-  for p, out in zip(processes, outputs):
+  devices = 8 // processes
+  env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+  command = [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py:tiny",
+             f"--workdir={workdir}", f"--config.data.shapesworld_dir={cache}",
+             "--config.total_steps=4", "--config.checkpoint_every_steps=2", *flags]
+  if processes > 1:
+    command += [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}"]
+  running = [subprocess.Popen(
+      command + ([f"--process_id={i}"] if processes > 1 else []), cwd=REPO_ROOT, env=env,
+      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(processes)]
+  outputs = [p.communicate(timeout=600)[0] for p in running]
+  for p, out in zip(running, outputs):
     assert p.returncode == 0, out[-3000:]
+  return outputs
+
+
+def _params(workdir, cache, step):
+  """The parameters of checkpoint `step` in `workdir`, restored onto one device."""
+  config = tiny_config(cache)
+  tokenizer = tokenizer_lib.Tokenizer(data_setup.prepare(config).tokenizer_path)
+  config = configuration.finalize(config, num_devices=1, process_count=1,
+                                  vocab_size=tokenizer.vocab_size)
+  devices = jax.devices()[:1]
+  model = pretrain.build_model(config)
+  tx, _ = pretrain.make_optimizer(config)
+  abstract, shardings = pretrain.abstract_state_and_shardings(
+      config, model, tx, sharding.make_mesh(config, devices=devices))
+  manager = checkpointing.make_manager(workdir, keep=3)
+  state, _ = checkpointing.restore(manager, step, abstract, shardings)
+  manager.close()
+  return jax.device_get(state.params)
+
+
+def _assert_same_params(a, b):
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))
+
+
+def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache, tmp_path):
+  # Every host reads the same stream and keeps its half of each global batch, so the global
+  # batches are those of one process; FSDP shards parameters across both processes.
+  flags = ("--config.data.host_split=stream", "--config.mesh.fsdp=2")
+  two, one, elastic = tmp_path / "two", tmp_path / "one", tmp_path / "elastic"
+  outputs = _run(two, shapesworld_cache, processes=2, flags=flags)
   assert "8 device(s), process 0 of 2" in outputs[0].replace("cpu ", "")
-  assert "8 devices, global batch 8" in outputs[1]
-  with open(tmp_path / "eval_results.json") as f:      # written once, by process 0
+  assert "8 devices in a {'data': 4, 'fsdp': 2, 'model': 1} mesh, global batch 8" in outputs[1]
+  with open(two / "eval_results.json") as f:      # written once, by process 0
     results = json.load(f)
   assert results["step"] == 4 and results["retrieval/num_clips"] > 0
-  steps = sorted(int(d) for d in os.listdir(tmp_path / "checkpoints") if d.isdigit())
+  steps = sorted(int(d) for d in os.listdir(two / "checkpoints") if d.isdigit())
   assert steps == [2, 4]
+
+  _run(one, shapesworld_cache, processes=1, flags=flags)
+  reference = _params(str(one), shapesworld_cache, 4)
+  _assert_same_params(_params(str(two), shapesworld_cache, 4), reference)
+
+  # Elastic restart: the 2-process step-2 checkpoint resumed by one process on a different
+  # mesh (8-way data parallel) ends where the uninterrupted runs end.
+  shutil.copytree(two / "checkpoints" / "2", elastic / "checkpoints" / "2")
+  outputs = _run(elastic, shapesworld_cache, processes=1,
+                 flags=("--config.data.host_split=stream", "--config.mesh.fsdp=1"))
+  assert "Resumed from checkpoint at step 2" in outputs[0]
+  _assert_same_params(_params(str(elastic), shapesworld_cache, 4), reference)

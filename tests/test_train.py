@@ -1,10 +1,9 @@
-"""The train step: sharded == unsharded, it learns, and a NaN stops training loudly."""
+"""The train step learns, and a NaN stops training loudly (sharding: tests/test_sharding.py)."""
 
 import functools
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -29,36 +28,15 @@ def _setup(config):
   return config, model, tx, schedule, input_pipeline.as_numpy(ds)
 
 
-def test_step_on_8_devices_equals_single_device(tiny):
-  assert jax.device_count() == 8
-  config, model, tx, schedule, batches = _setup(tiny)
-  batches = [next(batches) for _ in range(3)]
-  results = []
-  for devices in (jax.devices()[:1], jax.devices()):
-    mesh = sharding.make_mesh(config, devices=devices) if len(devices) == 8 else (
-        jax.sharding.Mesh(np.asarray(devices), (sharding.DATA_AXIS,)))
-    step = pretrain.jit_train_step(config, model, tx, schedule, mesh)
-    state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                    out_shardings=sharding.replicated(mesh))()
-    for batch in batches:
-      state, metrics = step(state, sharding.to_global(batch, mesh))
-    results.append((jax.device_get(state.params), jax.device_get(metrics)))
-  (params_1, metrics_1), (params_8, metrics_8) = results
-  for key in ("loss/total", "loss/contrast", "loss/temporal", "loss/grounding"):
-    np.testing.assert_allclose(metrics_8[key], metrics_1[key], rtol=1e-4, err_msg=key)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params_8),
-                          jax.tree.leaves(params_1)):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=jax.tree_util.keystr(path))
-
-
 def test_training_lowers_the_loss(tiny):
   tiny.optim.warmup_steps = 3
   tiny.total_steps = 40
   config, model, tx, schedule, batches = _setup(tiny)
   mesh = sharding.make_mesh(config)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh)
+  _, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
+  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
   state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                  out_shardings=sharding.replicated(mesh))()
+                  out_shardings=shardings)()
   batch = sharding.to_global(next(batches), mesh)
   losses = []
   for _ in range(config.total_steps):

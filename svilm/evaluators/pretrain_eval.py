@@ -60,14 +60,15 @@ def _predict(params, batch, rng, *, model, config):
 class PretrainEvaluator:
   """Runs the held-out evaluation; `run(params)` returns {metric_name: value}."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model, mesh, eval_files, tokenizer):
+  def __init__(self, config: ml_collections.ConfigDict, model, mesh, params_shardings,
+               eval_files, tokenizer):
     self._config = config
     self._mesh = mesh
     self._files = input_pipeline.host_shards(eval_files, jax.process_index(),
                                              jax.process_count())
     self._tokenizer = tokenizer
     self._predict = jax.jit(functools.partial(_predict, model=model, config=config),
-                            in_shardings=(sharding.replicated(mesh),
+                            in_shardings=(params_shardings,
                                           sharding.batch_sharding(mesh), None),
                             out_shardings=sharding.replicated(mesh))
 

@@ -9,6 +9,12 @@ evaluators can embed one modality at a time with
 
 All embeddings are returned in float32 whatever the compute dtype, because
 the contrastive losses compare them across the global batch.
+
+Each tower takes `remat` and `scan_layers` through its mapping (e.g.
+video=dict(..., remat='full', scan_layers=True)). A scanned tower stores its
+blocks in a different param layout (see the tower modules);
+`convert_layer_layout` moves a checkpoint's params to the layout a model
+expects.
 """
 
 from __future__ import annotations
@@ -68,6 +74,42 @@ def _projection(embed_dim: int, dtype: Dtype, name: str) -> nn.Dense:
   # vector and only fight the L2 normalisation.
   return vit.dense(embed_dim, ('embed', None), dtype, name=name,
                    use_bias=False)
+
+
+def convert_layer_layout(params: Mapping[str, Any],
+                         model: SViLM) -> dict[str, Any]:
+  """SViLM params (either layout per tower) in the layout `model` expects.
+
+  Args:
+    params: the 'params' collection of an SViLM (with 'video_encoder' and
+      'text_encoder' entries), boxed or plain.
+    model: the (unbound) SViLM the params are for; its `video` / `text`
+      mappings say whether each tower is scanned, and its depth and
+      grouping layers.
+
+  Returns:
+    A params dict of plain arrays: each tower's blocks stacked (see
+    `video_encoder.stack_block_params`, `text_encoder.stack_layer_params`)
+    where the model scans that tower and params do not yet, unstacked in the
+    opposite case, otherwise unchanged.
+  """
+  params = dict(nn.meta.unbox(params))
+  # parent=None: plain config objects, never bound to a scope.
+  video = video_encoder.VideoEncoder(**dict(model.video), parent=None)
+  text = text_encoder.TextEncoder(**dict(model.text), parent=None)
+  towers = {
+      'video_encoder': (video.scan_layers, video_encoder.block_segments(
+          video.depth, video.grouping_layers)),
+      'text_encoder': (text.scan_layers,
+                       text_encoder.layer_segments(text.depth)),
+  }
+  for key, (scanned, segments) in towers.items():
+    is_scanned = next(iter(segments)) in params[key]
+    if scanned and not is_scanned:
+      params[key] = vit.stack_params(params[key], segments)
+    elif not scanned and is_scanned:
+      params[key] = vit.unstack_params(params[key], segments)
+  return params
 
 
 class SViLM(nn.Module):

@@ -6,10 +6,19 @@ LayerNorm epsilon 1e-12), and submodules are named after BERT's, so a
 user's BERT checkpoint maps onto it by renaming and reshaping; the table is
 in docs/model.md. The output is the final hidden state of the first ([CLS])
 token; BERT's pooler (Dense + tanh) is not part of the model.
+
+Param layout of the blocks. Unscanned (default, the BERT mapping of
+docs/model.md): 'layer_0' ... 'layer_{depth-1}', 0-based as in BERT. With
+scan_layers=True all blocks are one nn.scan named 'layers' whose leaves
+carry a leading 'layers' axis: layers/...[i] == layer_{i}/.... Convert a
+checkpoint with `stack_layer_params` / `unstack_layer_params` (load BERT
+weights in the unscanned layout, then stack).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -24,6 +33,31 @@ Dtype = Any
 # initialised model and a loaded checkpoint live on the same scale.
 BERT_INIT = nn.initializers.normal(stddev=0.02)
 BERT_LN_EPS = 1e-12
+
+
+# Param name of the scanned stack of BertLayers.
+SCANNED_LAYERS = 'layers'
+
+
+def layer_segments(depth: int) -> dict[str, tuple[str, ...]]:
+  """{'layers': ('layer_0', ..., 'layer_{depth-1}')}, the one scan segment."""
+  return {SCANNED_LAYERS: tuple(f'layer_{i}' for i in range(depth))}
+
+
+def stack_layer_params(params: Mapping[str, Any],
+                       depth: int) -> dict[str, Any]:
+  """TextEncoder params, unscanned -> scan_layers=True layout (plain arrays).
+
+  `params` is the encoder's own param tree (e.g. SViLM's
+  params['text_encoder']); see `vit.stack_params`.
+  """
+  return vit.stack_params(params, layer_segments(depth))
+
+
+def unstack_layer_params(params: Mapping[str, Any],
+                         depth: int) -> dict[str, Any]:
+  """Inverse of `stack_layer_params` (scanned -> unscanned layout)."""
+  return vit.unstack_params(params, layer_segments(depth))
 
 
 class BertLayer(nn.Module):
@@ -71,6 +105,13 @@ class TextEncoder(nn.Module):
     mlp_dim: intermediate (MLP) width.
     max_len: size of the position table; longer inputs raise ValueError.
     dropout: dropout on embeddings, attention and block outputs.
+    remat: rematerialisation of each BertLayer, 'none', 'dots' or 'full'
+      (see vit.run_blocks): less activation memory in the backward pass for
+      more recompute.
+    scan_layers: run all BertLayers as one nn.scan ('layers'): program
+      size and compile time stop growing with depth, the computation is the
+      same, but params use the scanned layout (module docstring). Needed
+      for remat to save memory on XLA:CPU.
     dtype: compute dtype; params are float32.
   """
   vocab_size: int = 30522
@@ -80,6 +121,8 @@ class TextEncoder(nn.Module):
   mlp_dim: int = 3072
   max_len: int = 512
   dropout: float = 0.0
+  remat: str = 'none'
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -121,9 +164,15 @@ class TextEncoder(nn.Module):
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
     attn_mask = vit.padding_to_attention_mask(mask)
-    for i in range(self.depth):
-      x = BertLayer(self.num_heads, self.mlp_dim, self.dropout, self.dtype,
-                    name=f'layer_{i}')(x, attn_mask, train=train)
+    layer = functools.partial(BertLayer, self.num_heads, self.mlp_dim,
+                              self.dropout, self.dtype)
+    if self.scan_layers:
+      x = vit.run_blocks(layer(name=SCANNED_LAYERS), x, attn_mask,
+                         train=train, remat=self.remat, scan_length=self.depth)
+    else:
+      for i in range(self.depth):
+        x = vit.run_blocks(layer(name=f'layer_{i}'), x, attn_mask,
+                           train=train, remat=self.remat)
 
     x = x.reshape(*lead, length, self.width)
     return x[..., 0, :], {'tokens': x}

@@ -7,11 +7,23 @@ tokens never enter the transformer: after each layer listed in
 updates the group tokens. Video tokens are not merged and go through every
 layer, so per-position clip features for the temporal grouping loss and the
 group tokens for spatial grounding come out of the same pass.
+
+Param layout of the transformer blocks. Unscanned (default): 'block_1' ...
+'block_{depth}', 1-based as `grouping_layers`. With scan_layers=True each
+maximal run of blocks between grouping points is one nn.scan named
+'blocks_{first}_{last}' (1-based, inclusive) whose leaves carry a leading
+'layers' axis: blocks_{a}_{b}/...[k] == block_{a+k}/.... At depth 12 with
+grouping after (6, 9, 12) that is blocks_1_6, blocks_7_9, blocks_10_12; a
+grouping layer before the last leaves a trailing segment (grouping after
+(2, 3) at depth 5 gives blocks_1_2, blocks_3_3, blocks_4_5). Everything
+else ('embedding', 'grouping_{i}', ...) is named the same in both layouts.
+Switch a checkpoint with `stack_block_params` / `unstack_block_params`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+import functools
 import numbers
 from typing import Any
 
@@ -48,6 +60,55 @@ def validate_grouping_layers(layers: Sequence[int], depth: int) -> None:
                      f'[1, depth={depth}]; got {layers} (bad: {bad}).')
 
 
+def scan_segments(depth: int, grouping_layers: Sequence[int] | None = None
+                  ) -> tuple[tuple[int, int], ...]:
+  """1-based inclusive (first, last) block runs between grouping points.
+
+  The runs cover 1..depth in order and each ends at a grouping layer or at
+  `depth`: scan_segments(12, (6, 9, 12)) == ((1, 6), (7, 9), (10, 12)).
+  None means `default_grouping_layers(depth)`.
+  """
+  if grouping_layers is None:
+    grouping_layers = default_grouping_layers(depth)
+  validate_grouping_layers(grouping_layers, depth)
+  ends = sorted({l for l in grouping_layers if l < depth} | {depth})
+  starts = [1] + [end + 1 for end in ends[:-1]]
+  return tuple(zip(starts, ends))
+
+
+def segment_name(first: int, last: int) -> str:
+  """Param name of the scanned run of blocks first..last (1-based)."""
+  return f'blocks_{first}_{last}'
+
+
+def block_segments(depth: int, grouping_layers: Sequence[int] | None = None
+                   ) -> dict[str, tuple[str, ...]]:
+  """Scanned segment param name -> the unscanned block names it stacks.
+
+  E.g. {'blocks_1_6': ('block_1', ..., 'block_6'), 'blocks_7_9': ...}.
+  """
+  return {segment_name(a, b): tuple(f'block_{i}' for i in range(a, b + 1))
+          for a, b in scan_segments(depth, grouping_layers)}
+
+
+def stack_block_params(params: Mapping[str, Any], depth: int,
+                       grouping_layers: Sequence[int] | None = None
+                       ) -> dict[str, Any]:
+  """VideoEncoder params, unscanned -> scan_layers=True layout (plain arrays).
+
+  `params` is the encoder's own param tree (e.g. SViLM's
+  params['video_encoder']); see `vit.stack_params`.
+  """
+  return vit.stack_params(params, block_segments(depth, grouping_layers))
+
+
+def unstack_block_params(params: Mapping[str, Any], depth: int,
+                         grouping_layers: Sequence[int] | None = None
+                         ) -> dict[str, Any]:
+  """Inverse of `stack_block_params` (scanned -> unscanned layout)."""
+  return vit.unstack_params(params, block_segments(depth, grouping_layers))
+
+
 class VideoEncoder(nn.Module):
   """Tubelet ViT plus GroupViT grouping blocks on a group-token side stream.
 
@@ -69,6 +130,13 @@ class VideoEncoder(nn.Module):
     hard_assignment: straight-through hard assignment (else soft).
     gumbel_noise: Gumbel noise on the assignment logits in training.
     gumbel_temperature: temperature of the noisy assignment softmax.
+    remat: rematerialisation of each transformer block, 'none', 'dots' or
+      'full' (see vit.run_blocks): less activation memory in the backward
+      pass for more recompute. Grouping blocks are never rematerialised.
+    scan_layers: run each block segment (see `scan_segments`) as one
+      nn.scan: program size and compile time stop growing with depth, the
+      computation is the same, but params use the scanned layout (module
+      docstring). Needed for remat to save memory on XLA:CPU.
     dtype: compute dtype; params are float32.
   """
   patch_size: tuple[int, int, int] = (2, 16, 16)
@@ -83,6 +151,8 @@ class VideoEncoder(nn.Module):
   hard_assignment: bool = True
   gumbel_noise: bool = True
   gumbel_temperature: float = 1.0
+  remat: str = 'none'
+  scan_layers: bool = False
   dtype: Dtype = jnp.float32
 
   def grid_shape(self, video_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -135,17 +205,26 @@ class VideoEncoder(nn.Module):
     groups = jnp.broadcast_to(groups.astype(self.dtype)[None],
                               (batch, self.num_groups, self.width))
 
+    block = functools.partial(vit.EncoderBlock, self.num_heads, self.mlp_dim,
+                              self.dropout, self.dtype)
+    # (param name, scan length or None, 1-based index of its last block).
+    if self.scan_layers:
+      runs = [(segment_name(a, b), b - a + 1, b)
+              for a, b in scan_segments(self.depth, layers)]
+    else:
+      runs = [(f'block_{i}', None, i) for i in range(1, self.depth + 1)]
+
     soft_assignments, assignments = [], []
-    for i in range(1, self.depth + 1):
-      x = vit.EncoderBlock(self.num_heads, self.mlp_dim, self.dropout,
-                           self.dtype, name=f'block_{i}')(x, train=train)
-      if i in layers:
+    for name, scan_length, last in runs:
+      x = vit.run_blocks(block(name=name), x, train=train, remat=self.remat,
+                         scan_length=scan_length)
+      if last in layers:
         groups, info = grouping.GroupingBlock(
             mlp_dim=self.mlp_dim, hard=self.hard_assignment,
             gumbel=self.gumbel_noise,
             gumbel_temperature=self.gumbel_temperature,
             dropout=self.dropout, dtype=self.dtype,
-            name=f'grouping_{i}')(groups, x, train=train)
+            name=f'grouping_{last}')(groups, x, train=train)
         soft_assignments.append(info['soft_assignment'])
         assignments.append(info['assignment'])
 

@@ -47,10 +47,14 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def build_model(config: ml_collections.ConfigDict) -> svilm_model.SViLM:
+  """The SViLM module of `config.model` (compute dtype, remat and scan apply to both towers)."""
   model = config.model
-  return svilm_model.SViLM(video=model.video.to_dict(), text=model.text.to_dict(),
+  scaling = dict(remat=model.remat, scan_layers=model.scan_layers)
+  return svilm_model.SViLM(video={**model.video.to_dict(), **scaling},
+                           text={**model.text.to_dict(), **scaling},
                            embed_dim=model.embed_dim, temperature_init=model.temperature_init,
-                           learn_temperature=model.learn_temperature)
+                           learn_temperature=model.learn_temperature,
+                           dtype=jnp.dtype(model.dtype))
 
 
 def make_optimizer(config: ml_collections.ConfigDict):
@@ -82,16 +86,32 @@ def dummy_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict:
   }
 
 
-def init_state(model, tx, config: ml_collections.ConfigDict) -> TrainState:
-  """Fresh parameters and optimizer state from config.seed (jit-able, no inputs)."""
+def _init_params(model, config: ml_collections.ConfigDict):
+  """Parameters from config.seed, still boxed with their logical axis names; and the base key."""
   init_key, base_key = jax.random.split(jax.random.PRNGKey(config.seed))
   batch = dummy_batch(config, 2)
   variables = model.init({"params": init_key, "gumbel": init_key, "dropout": init_key},
                          batch["video"], batch["text_tokens"], batch["text_mask"],
                          batch["noun_tokens"], batch["noun_mask"], train=False)
-  params = flax.linen.meta.unbox(variables["params"])
+  return variables["params"], base_key
+
+
+def init_state(model, tx, config: ml_collections.ConfigDict) -> TrainState:
+  """Fresh parameters and optimizer state from config.seed (jit-able, no inputs)."""
+  boxed, base_key = _init_params(model, config)
+  params = flax.linen.meta.unbox(boxed)
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     rng=base_key)
+
+
+def abstract_state_and_shardings(config: ml_collections.ConfigDict, model, tx, mesh):
+  """(abstract TrainState, its shardings on `mesh`) from the model's logical axis names and
+  `config.mesh.rules` (see svilm/sharding.py). Nothing is computed or allocated."""
+  boxed, _ = jax.eval_shape(functools.partial(_init_params, model, config))
+  abstract = jax.eval_shape(functools.partial(init_state, model, tx, config))
+  params = sharding.param_shardings(abstract.params, flax.linen.get_partition_spec(boxed),
+                                    mesh, sharding.rules(config))
+  return abstract, sharding.state_shardings(abstract, params, mesh)
 
 
 def compute_losses(params, batch, rng, *, model, config):
@@ -131,12 +151,51 @@ def compute_losses(params, batch, rng, *, model, config):
   return total, metrics
 
 
-def train_step(state: TrainState, batch: dict, *, model, tx, schedule, config):
-  """One optimisation step on the global batch; returns the new state and its metrics."""
-  rng = jax.random.fold_in(state.rng, state.step)
+def _micro_batches(batch: dict, num: int, mesh) -> dict:
+  """[B, ...] -> [num, B / num, ...]: micro-batch i holds rows i, i + num, i + 2 num, ...
+
+  Strided rather than contiguous rows, so that each micro-batch is spread over every device
+  exactly as the full batch is (the data-parallel split stays local: no resharding).
+  """
+  def split(x):
+    x = x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1)
+    if mesh is None:
+      return x
+    return jax.lax.with_sharding_constraint(
+        x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None,
+                                                                       sharding.BATCH_AXES)))
+  return jax.tree.map(split, batch)
+
+
+def loss_and_grads(params, batch, rng, *, model, config, mesh=None):
+  """(metrics, grads) of the step: one pass, or the mean over optim.grad_accum_steps
+  micro-batches (micro-batch i uses key fold_in(rng, i))."""
   grad_fn = jax.value_and_grad(
       functools.partial(compute_losses, model=model, config=config), has_aux=True)
-  (_, metrics), grads = grad_fn(state.params, batch, rng)
+  num = config.optim.grad_accum_steps
+  if num == 1:
+    (_, metrics), grads = grad_fn(params, batch, rng)
+    return metrics, grads
+
+  def accumulate(total, inputs):
+    i, micro = inputs
+    (_, metrics), grads = grad_fn(params, micro, jax.random.fold_in(rng, i))
+    return jax.tree.map(jnp.add, total, (metrics, grads)), None
+
+  micro = _micro_batches(batch, num, mesh)
+  first = jax.tree.map(lambda x: x[0], micro)
+  shapes = jax.eval_shape(lambda: grad_fn(params, first, rng))
+  (_, metrics_shape), grads_shape = shapes
+  zeros = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), (metrics_shape, grads_shape))
+  total, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(num), micro))
+  return jax.tree.map(lambda x: x / num, total)
+
+
+def train_step(state: TrainState, batch: dict, *, model, tx, schedule, config, mesh=None):
+  """One optimisation step on the global batch; returns the new state and its metrics."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  metrics, grads = loss_and_grads(state.params, batch, rng, model=model, config=config,
+                                  mesh=mesh)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics.update({"train/learning_rate": schedule(state.step),
@@ -161,16 +220,18 @@ def _preempted(step: int) -> bool:
   return _SIGTERM.is_set()
 
 
-def jit_train_step(config: ml_collections.ConfigDict, model, tx, schedule, mesh):
+def jit_train_step(config: ml_collections.ConfigDict, model, tx, schedule, mesh,
+                   state_shardings):
   """`train_step` jitted for `mesh`: the one place its shardings and donation are declared.
 
-  The state is replicated and donated; the batch is split over the data axis.
+  The state keeps `state_shardings` (from `abstract_state_and_shardings`) and is donated; the
+  batch is split over the data-parallel axes; metrics come back replicated.
   """
-  state_sharding = sharding.replicated(mesh)
   return jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config),
-      in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=(0,))
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config,
+                        mesh=mesh),
+      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -212,48 +273,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = sharding.make_mesh(config)
   model = build_model(config)
   tx, schedule = make_optimizer(config)
-  local_batch = config.batch_size // jax.process_count()
 
-  state_sharding = sharding.replicated(mesh)
-  make_state = functools.partial(init_state, model, tx, config)
-  abstract_state = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=state_sharding),
-      jax.eval_shape(make_state))
-  manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints)
+  abstract_state, state_shardings = abstract_state_and_shardings(config, model, tx, mesh)
+  manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints,
+                                       async_save=config.async_checkpointing,
+                                       timeout_secs=config.checkpoint_timeout_secs)
   last_saved = manager.latest_step()
+  meta = None
   if last_saved is not None:
-    state, meta = checkpointing.restore(manager, last_saved, abstract_state)
-    if meta["examples_per_host"] != last_saved * local_batch:
-      raise ValueError(f"Checkpoint {last_saved} was written with a per-host batch of "
-                       f"{meta['examples_per_host'] // max(last_saved, 1)}, this run uses "
-                       f"{local_batch}: resuming would change the data order")
+    # Restores onto this run's mesh, whatever mesh and number of hosts wrote it.
+    state, meta = checkpointing.restore(manager, last_saved, abstract_state, state_shardings)
     logging.info("Resumed from checkpoint at step %d in %s", last_saved,
                  checkpointing.checkpoint_dir(workdir))
   else:
-    state = jax.jit(make_state, out_shardings=state_sharding)()
+    state = jax.jit(functools.partial(init_state, model, tx, config),
+                    out_shardings=state_shardings)()
   start_step = int(state.step)
-  # The input iterator's state is its position in this host's record stream.
-  start_index = meta["examples_per_host"] if last_saved is not None else 0
+  # The input iterator's state is its position in the record stream (see stream_start).
+  start_index = data_setup.stream_start(config, meta, jax.process_count())
 
   writer = metric_writers.create_default_writer(
       workdir, just_logging=jax.process_index() > 0, asynchronous=True)
   if start_step == 0:
     writer.write_hparams(_flatten(config))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("Model has %.2fM parameters; %d devices, global batch %d", num_params / 1e6,
-               jax.device_count(), config.batch_size)
+  logging.info("Model has %.2fM parameters; %d devices in a %s mesh, global batch %d",
+               num_params / 1e6, jax.device_count(), dict(mesh.shape), config.batch_size)
 
-  step_fn = jit_train_step(config, model, tx, schedule, mesh)
-  evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, sources.eval_files,
-                                              tokenizer)
-  train_files = [input_pipeline.host_shards(files, jax.process_index(), jax.process_count())
-                 for files in sources.train_files]
-  if sources.train_weights is None:
-    (train_files,) = train_files
-  train_iter = input_pipeline.as_numpy(data_setup.make_dataset(
-      config, train_files, tokenizer, batch_size=local_batch, train=True, seed=config.seed,
-      shuffle_buffer=config.data.shuffle_buffer, start_index=start_index,
-      weights=sources.train_weights))
+  step_fn = jit_train_step(config, model, tx, schedule, mesh, state_shardings)
+  evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, state_shardings.params,
+                                              sources.eval_files, tokenizer)
+  train_iter = input_pipeline.as_numpy(data_setup.train_dataset(
+      config, sources, tokenizer, start_index=start_index, process_index=jax.process_index(),
+      process_count=jax.process_count()))
 
   def evaluate(params, step: int) -> dict:
     results = evaluator.run(params)
@@ -270,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     signal.signal(signal.SIGTERM, lambda *_: _SIGTERM.set())
   try:
     results = _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_iter,
-                          mesh, manager, writer, local_batch, evaluate)
+                          mesh, manager, writer, evaluate)
   finally:
     # Also on errors: a checkpoint being written must land before the process exits.
     manager.wait_until_finished()
@@ -281,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_iter, mesh,
-                manager, writer, local_batch, evaluate) -> dict:
+                manager, writer, evaluate) -> dict:
   """Steps from start_step to total_steps with logging, checkpoints and evaluation."""
   previous = None   # (step, metrics) of the step before, checked while the next one runs
   log_time, log_step = time.time(), start_step
@@ -309,7 +361,7 @@ def _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_i
     if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
       _check_finite(step, metrics, last_saved, workdir)   # never save a broken state
       checkpointing.save(manager, step, state,
-                         {"step": step, "examples_per_host": step * local_batch})
+                         data_setup.stream_meta(config, step, jax.process_count()))
       last_saved = step
     if config.eval_every_steps and step % config.eval_every_steps == 0:
       results = evaluate(state.params, step)
@@ -317,7 +369,7 @@ def _train_loop(config, workdir, state, start_step, last_saved, step_fn, train_i
       if last_saved != step:
         _check_finite(step, metrics, last_saved, workdir)
         checkpointing.save(manager, step, state,
-                           {"step": step, "examples_per_host": step * local_batch})
+                           data_setup.stream_meta(config, step, jax.process_count()))
       logging.warning("Preempted (SIGTERM) after step %d: checkpoint saved in %s; rerun the "
                       "same command to resume", step, checkpointing.checkpoint_dir(workdir))
       return {"step": step, "preempted": True}
