@@ -13,7 +13,9 @@ Model: ViT-B/2x16x16 video encoder over 32 frames at 224 px (16 x 14 x 14 = 3136
 256-d joint space. Values marked (?) are not given in the paper and are config options.
 
 Hardware and runtime: meant for a TPU pod slice or a multi-node GPU cluster; it has not yet been
-run at full scale by this project. The paper's reported results after pretraining on
+run at full scale by this project. `--compile_only` (8 fake CPU devices, 2026-11-23): about
+1.5 GiB per clip per device (185 GiB at 128 clips per device, 12.1 GiB at 8), so batch 1024
+wants 64+ accelerators, or `optim.grad_accum_steps` on fewer (docs/pretraining.md). The paper's reported results after pretraining on
 VideoCC3M + ActivityNet Captions are MSR-VTT zero-shot text-to-video R@1 28.6 (finetuned 38.4);
 see SPEC.md. `--config.total_steps=...` etc. override anything here.
 """

@@ -25,6 +25,7 @@ collectives: XLA inserts them. Each host feeds only its own slice of the global 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,7 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 # Logical parameter axis -> mesh axis. 'embed' is the FSDP dimension (present in every matrix);
 # heads, MLP hidden units and the vocabulary are the Megatron-style tensor-parallel dimensions.
 DEFAULT_RULES = (
+    ("batch", BATCH_AXES),       # activations only (svilm/models/vit.py TOKEN_AXES)
     ("embed", FSDP_AXIS),
     ("mlp", MODEL_AXIS),
     ("heads", MODEL_AXIS),
@@ -94,6 +96,29 @@ def rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
   """The logical-axis rules of `config.mesh.rules` as a tuple of (name, mesh axes) pairs."""
   return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
                for name, axes in config.mesh.rules)
+
+
+class MeshJit:
+  """A jitted function traced and called under `mesh` and the logical rules, so the model's
+  activation constraints (`nn.with_logical_constraint`) apply; without this context they are
+  no-ops. `lower` is there for compile-only checks."""
+
+  def __init__(self, jitted, mesh: Mesh, logical_rules):
+    self._jitted, self._mesh, self._rules = jitted, mesh, logical_rules
+
+  def _context(self):
+    stack = contextlib.ExitStack()
+    stack.enter_context(jax.set_mesh(self._mesh))
+    stack.enter_context(nn.logical_axis_rules(self._rules))
+    return stack
+
+  def __call__(self, *args):
+    with self._context():
+      return self._jitted(*args)
+
+  def lower(self, *args):
+    with self._context():
+      return self._jitted.lower(*args)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -24,17 +24,25 @@ def test_report_of_the_tiny_config_on_8_devices():
   assert report["flops_per_device"] > 0
 
 
-def test_fsdp_shards_the_state_and_model_flops_ignore_scan_and_remat():
+def test_fsdp_shards_the_state_not_the_activations_and_flops_ignore_scan_and_remat():
   config = pretrain.get_config("tiny")
   config.model.text.vocab_size = 128
+  config.batch_size = 32
+  plain = compile_train_step_of(config)
+  config.model.update(dict(scan_layers=True, remat="full"))
   dp = compile_train_step_of(config)
   config.mesh.update(dict(data=1, fsdp=-1))
-  config.model.update(dict(scan_layers=True, remat="full"))
   fsdp = compile_train_step_of(config)
-  # Params and both Adam moments split 8 ways (a few small arrays stay whole).
-  assert fsdp["arguments"] < 0.2 * dp["arguments"], (fsdp["arguments"], dp["arguments"])
+  # Params and both Adam moments split 8 ways (a few small arrays stay whole; the 4-clip batch
+  # slice is the same in both).
+  assert fsdp["arguments"] < 0.25 * dp["arguments"], (fsdp["arguments"], dp["arguments"])
+  # ... while each device still holds only its 4 clips' activations. Without the batch pin on
+  # the token stream (svilm/models/vit.py TOKEN_AXES) XLA gathered the batch: 2.7x here, 8x
+  # at paper scale.
+  assert fsdp["temporaries"] < 1.5 * dp["temporaries"], (fsdp["temporaries"],
+                                                         dp["temporaries"])
   # XLA counts a scanned loop body once; model FLOPs come from the unrolled step.
-  assert fsdp["flops_per_step"] == dp["flops_per_step"]
+  assert fsdp["flops_per_step"] == dp["flops_per_step"] == plain["flops_per_step"]
 
 
 def compile_train_step_of(config):

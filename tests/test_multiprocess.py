@@ -17,7 +17,7 @@ from svilm import configuration
 from svilm import data_setup
 from svilm import sharding
 from svilm.trainers import pretrain
-from tests.conftest import REPO_ROOT, tiny_config
+from tests.conftest import REPO_ROOT
 
 
 def _free_port() -> int:
@@ -26,14 +26,37 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+# The default recipe (configs/pretrain.py: 4-layer video and 2-layer text towers, batch 32) on
+# the session's small ShapesWorld build (these are the tiny variant's dataset settings, so the
+# cached build is reused) for 4 steps.
+DEFAULT_ON_SMALL_DATA = {
+    "data.shapesworld.num_train": 64, "data.shapesworld.num_val": 32,
+    "data.shapesworld.num_compositional": 8, "data.shapesworld.num_shards_train": 2,
+    "total_steps": 4, "checkpoint_every_steps": 2, "eval.batch_size": 16,
+}
+
+
+def _default_config(cache):
+  from configs import pretrain as pretrain_config
+  config = pretrain_config.get_config()
+  config.data.shapesworld_dir = cache
+  for key, value in DEFAULT_ON_SMALL_DATA.items():
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
 def _run(workdir, cache, *, processes: int, flags=()):
-  """`svilm.main` on the tiny config over 8 fake devices split into `processes` processes."""
+  """`svilm.main` on the default config over 8 fake devices split into `processes` processes."""
   port = _free_port()
   devices = 8 // processes
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  command = [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py:tiny",
+  command = [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py",
              f"--workdir={workdir}", f"--config.data.shapesworld_dir={cache}",
-             "--config.total_steps=4", "--config.checkpoint_every_steps=2", *flags]
+             *(f"--config.{k}={v}" for k, v in DEFAULT_ON_SMALL_DATA.items()), *flags]
   if processes > 1:
     command += [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}"]
   running = [subprocess.Popen(
@@ -47,7 +70,7 @@ def _run(workdir, cache, *, processes: int, flags=()):
 
 def _params(workdir, cache, step):
   """The parameters of checkpoint `step` in `workdir`, restored onto one device."""
-  config = tiny_config(cache)
+  config = _default_config(cache)
   tokenizer = tokenizer_lib.Tokenizer(data_setup.prepare(config).tokenizer_path)
   config = configuration.finalize(config, num_devices=1, process_count=1,
                                   vocab_size=tokenizer.vocab_size)
@@ -74,7 +97,7 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   two, one, elastic = tmp_path / "two", tmp_path / "one", tmp_path / "elastic"
   outputs = _run(two, shapesworld_cache, processes=2, flags=flags)
   assert "8 device(s), process 0 of 2" in outputs[0].replace("cpu ", "")
-  assert "8 devices in a {'data': 4, 'fsdp': 2, 'model': 1} mesh, global batch 8" in outputs[1]
+  assert "8 devices in a {'data': 4, 'fsdp': 2, 'model': 1} mesh, global batch 32" in outputs[1]
   with open(two / "eval_results.json") as f:      # written once, by process 0
     results = json.load(f)
   assert results["step"] == 4 and results["retrieval/num_clips"] > 0

@@ -67,10 +67,10 @@ class PretrainEvaluator:
     self._files = input_pipeline.host_shards(eval_files, jax.process_index(),
                                              jax.process_count())
     self._tokenizer = tokenizer
-    self._predict = jax.jit(functools.partial(_predict, model=model, config=config),
-                            in_shardings=(params_shardings,
-                                          sharding.batch_sharding(mesh), None),
-                            out_shardings=sharding.replicated(mesh))
+    self._predict = sharding.MeshJit(
+        jax.jit(functools.partial(_predict, model=model, config=config),
+                in_shardings=(params_shardings, sharding.batch_sharding(mesh), None),
+                out_shardings=sharding.replicated(mesh)), mesh, sharding.rules(config))
 
   def _dataset(self):
     config = self._config

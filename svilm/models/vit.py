@@ -105,13 +105,9 @@ class SelfAttention(nn.Module):
     head_dim = d // self.num_heads
 
     def project(name: str, use_bias: bool) -> Array:
-      return nn.DenseGeneral(
-          (self.num_heads, head_dim), dtype=self.dtype, name=name,
-          use_bias=use_bias,
-          kernel_init=nn.with_logical_partitioning(
-              self.kernel_init, ('embed', 'heads', 'kv')),
-          bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                                 ('heads', 'kv')))(x)
+      return HeadsDense((self.num_heads, head_dim), ('embed', 'heads', 'kv'),
+                        use_bias=use_bias, dtype=self.dtype,
+                        kernel_init=self.kernel_init, name=name)(x)
 
     q = project('query', True) / jnp.sqrt(head_dim).astype(self.dtype)
     k = project('key', False)
@@ -123,12 +119,48 @@ class SelfAttention(nn.Module):
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
     y = jnp.einsum('...hqk,...khd->...qhd', weights, v)
-    return nn.DenseGeneral(
-        d, axis=(-2, -1), dtype=self.dtype, name='out',
-        kernel_init=nn.with_logical_partitioning(self.kernel_init,
-                                                 ('heads', 'kv', 'embed')),
-        bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                               ('embed',)))(y)
+    return HeadsDense((d,), ('heads', 'kv', 'embed'), num_in=2, dtype=self.dtype,
+                      kernel_init=self.kernel_init, name='out')(y)
+
+
+class HeadsDense(nn.Module):
+  """nn.DenseGeneral for attention projections, with the kernel created in its final shape.
+
+  Same parameters ('kernel' [*in, *features], 'bias' [*features]), same initialisation (the
+  kernel is drawn for the flattened [prod(in), prod(features)] shape, as DenseGeneral does,
+  then reshaped) and the same dot_general. The difference: DenseGeneral draws the *boxed*
+  flat kernel and unboxes it to reshape, which under a logical-rules context applies the 3-d
+  partition spec to the 2-d flat kernel and fails (seen inside nn.scan at trace time).
+
+  Attributes:
+    features: output dims, e.g. (heads, head_dim) for q/k/v or (D,) for the output.
+    names: logical axis names of the kernel, input dims first.
+    num_in: how many trailing input dims are contracted (1 for q/k/v, 2 for the output).
+  """
+  features: tuple[int, ...]
+  names: tuple[str | None, ...]
+  num_in: int = 1
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  kernel_init: Callable = DEFAULT_KERNEL_INIT
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_shape = x.shape[-self.num_in:]
+    flat = (int(np.prod(in_shape)), int(np.prod(self.features)))
+    init = lambda key, shape, dtype=jnp.float32: jnp.reshape(
+        self.kernel_init(key, flat, dtype), shape)
+    kernel = self.param('kernel', nn.with_logical_partitioning(init, self.names),
+                        in_shape + tuple(self.features), jnp.float32)
+    bias = None
+    if self.use_bias:
+      bias = self.param('bias', nn.with_logical_partitioning(
+          nn.initializers.zeros, self.names[self.num_in:]), tuple(self.features),
+                        jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    contract = tuple(range(x.ndim - self.num_in, x.ndim))
+    y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.num_in))), ((), ())))
+    return y if bias is None else y + bias
 
 
 def tubelet_grid(video_shape: Sequence[int],
@@ -266,11 +298,20 @@ def check_remat(name: str) -> None:
                      f'{name!r}.')
 
 
+# Logical axes of the token stream between blocks [B, L, D]. Under a mesh and
+# rules context (svilm/sharding.py) the batch is pinned to the data-parallel
+# axes here; without one this is a no-op. Without the pin, XLA's sharding
+# propagation under FSDP may keep weights split on 'embed' and gather the
+# batch instead, measured as 8x the activation memory on 8 devices.
+TOKEN_AXES = ('batch', None, None)
+
+
 def _call_block(block: nn.Module, x: Array, mask: Array | None,
                 train: bool) -> Array:
   # Positional `train`, so nn.remat can mark it static (static_argnums
   # counts the module as argument 0); a keyword would be traced.
-  return block(x, mask, train=train)
+  x = nn.with_logical_constraint(x, TOKEN_AXES)
+  return nn.with_logical_constraint(block(x, mask, train=train), TOKEN_AXES)
 
 
 def run_blocks(block: nn.Module, x: Array, mask: Array | None = None, *,

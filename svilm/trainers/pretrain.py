@@ -227,11 +227,12 @@ def jit_train_step(config: ml_collections.ConfigDict, model, tx, schedule, mesh,
   The state keeps `state_shardings` (from `abstract_state_and_shardings`) and is donated; the
   batch is split over the data-parallel axes; metrics come back replicated.
   """
-  return jax.jit(
+  return sharding.MeshJit(jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule, config=config,
                         mesh=mesh),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,)),
+      mesh, sharding.rules(config))
 
 
 class NonFiniteLossError(FloatingPointError):
