@@ -31,5 +31,10 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["svilm*", "data_pipelines*", "configs*", "launch*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        "test": ["pytest>=8"],
+        # Only benchmarks/vs_pytorch.py uses it (the CPU build, from this machine's local
+        # wheel); never a test or runtime dependency.
+        "pytorch_reference": ["torch==2.13.0"],
+    },
 )

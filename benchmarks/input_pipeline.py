@@ -14,7 +14,6 @@ Results go to docs/benchmarks.md by hand, with the command and the machine.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -61,28 +60,15 @@ def _pipeline_frames_per_sec(files, tokenizer, resolution, threads) -> float:
 
 
 def _default_step_frames_per_sec() -> float:
-  """Frames/s the default config's train step consumes on this machine (1 device)."""
+  """Frames/s the default config's train step consumes on this machine."""
   import jax
-  import numpy as np
+  from benchmarks import train_step
   from configs import pretrain as pretrain_config
   from svilm import configuration
-  from svilm.trainers import pretrain
-  config = configuration.finalize(pretrain_config.get_config(), num_devices=1,
+  config = configuration.finalize(pretrain_config.get_config(), num_devices=jax.device_count(),
                                   process_count=1, vocab_size=512)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  step = jax.jit(functools.partial(pretrain.train_step, model=model, tx=tx, schedule=schedule,
-                                   config=config), donate_argnums=(0,))
-  state = jax.jit(functools.partial(pretrain.init_state, model, tx, config))()
-  batch = pretrain.dummy_batch(config, config.batch_size)
-  times = []
-  for i in range(25):
-    start = time.perf_counter()
-    state, metrics = step(state, batch)
-    jax.block_until_ready(metrics)
-    if i >= 5:
-      times.append(time.perf_counter() - start)
-  return config.batch_size * config.data.num_frames / float(np.median(times))
+  result = train_step.time_train_step(config, steps=20, warmup=5, repeats=1)
+  return config.data.num_frames * result["examples_per_sec"]
 
 
 def _paper_flops_per_clip() -> tuple[float, int]:
