@@ -10,12 +10,14 @@ evaluation ~10 s).
 
 Measured on 2026-11-23 on that machine (WORKDIR/eval_results.json; 512 held-out clips, 461 of
 them with pairwise-distinct captions; metrics defined in docs/losses_and_metrics.md):
-  retrieval/t2v_R@1            0.098  (chance 1/461 = 0.0022: 45x)   v2t_R@1 0.139
-  retrieval/t2v_R@10           0.508                                  t2v_MdR 10
-  temporal_grouping/accuracy   0.885  (random-foreground baseline 0.507)
-  grounding/pointing_acc       0.456  (random-group baseline 0.236: 1.9x)
-The run is deterministic for a given machine and library versions; other CPUs may differ in
-the last digits. docs/pretraining.md has the ablations behind the defaults.
+  retrieval/t2v_R@1            0.074  (chance 1/461 = 0.0022: 34x)   v2t_R@1 0.100
+  retrieval/t2v_R@10           0.447                                  t2v_MdR 13
+  temporal_grouping/accuracy   0.852  (random-foreground baseline 0.506)
+  grounding/pointing_acc       0.583  (random-group baseline 0.227: 2.6x)
+The run is deterministic for a given machine, code and library versions, but chaotic: the
+same recipe with the tubelet embedding computed as a convolution (the same function, rounding
+differing by ~1e-7) gave t2v_R@1 0.098, temporal 0.885, pointing 0.456. Read differences of
+that size between runs as noise. docs/pretraining.md has the ablations behind the defaults.
 
 Variants (`--config=configs/pretrain.py:ARG`, comma separated):
   tiny   a seconds-long smoke run (what CI and the tests use): 64 ShapesWorld train clips,
