@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import jax
 import orbax.checkpoint as ocp
+
+from svilm import sharding
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -50,9 +51,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shar
   Each host reads only the pieces its devices hold, so a checkpoint written on any mesh shape
   and any number of hosts restores onto the current ones (elastic restart).
   """
-  abstract_state = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state,
-      shardings)
+  abstract_state = sharding.with_shardings(abstract_state, shardings)
   try:
     restored = manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))

@@ -75,11 +75,10 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
   tx, schedule = pretrain.make_optimizer(config)
   abstract_state, state_shardings = pretrain.abstract_state_and_shardings(config, model, tx,
                                                                           mesh)
-  abstract = lambda tree, where: jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, where)
-  state = abstract(abstract_state, state_shardings)
+  state = sharding.with_shardings(abstract_state, state_shardings)
   batch = jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size))
-  batch = abstract(batch, jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch))
+  batch = sharding.with_shardings(
+      batch, jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch))
   step = pretrain.jit_train_step(config, model, tx, schedule, mesh, state_shardings)
   compiled = step.lower(state, batch).compile()
   memory = compiled.memory_analysis()

@@ -195,6 +195,13 @@ def state_shardings(abstract_state: Any, params_shardings: Any, mesh: Mesh) -> A
   return shardings.replace(params=params_shardings)
 
 
+def with_shardings(abstract_tree: Any, shardings: Any) -> Any:
+  """ShapeDtypeStructs of `abstract_tree` (shapes, dtypes) placed on `shardings` (same tree):
+  what restoring a checkpoint and lowering a step for given shardings both take."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract_tree, shardings)
+
+
 def to_global(local_batch: dict, mesh: Mesh) -> dict:
   """Host-local numpy batch -> global jax.Arrays sharded over the data-parallel axes.
 
