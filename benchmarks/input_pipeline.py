@@ -119,4 +119,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from svilm import host_memory
+  host_memory.ensure_malloc_hugepages()   # re-executes once: svilm/host_memory.py
   app.run(main)

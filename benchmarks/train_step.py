@@ -19,6 +19,8 @@ batch, so the input pipeline is not timed. Reports:
                     aliased + temporaries); on GPU also the allocator's measured peak
   examples_per_sec  batch_size / step_time
   cpu_utilisation   process CPU time / wall time / cores during the timed steps (CPU only)
+  page_faults_per_step  minor page faults of the process per timed step: fresh 4 KiB pages
+                    the kernel had to map (svilm/host_memory.py explains why they matter)
 
 The last line of stdout is one JSON object with these figures.
 """
@@ -28,6 +30,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import sys
 import time
 
@@ -121,6 +124,7 @@ def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:
     state, metrics = step(state, batch)
   jax.block_until_ready(metrics)
   block_times, cpu = [], []
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(repeats):
     wall, process = time.perf_counter(), time.process_time()
     for _ in range(steps):
@@ -129,6 +133,7 @@ def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:
     elapsed = time.perf_counter() - wall
     block_times.append(elapsed / steps)
     cpu.append((time.process_time() - process) / elapsed / os.cpu_count())
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
   step_time = float(np.median(block_times))
   flops = compile_check.model_flops_per_step(config)
   peak = peak_flops(jax.devices())
@@ -151,6 +156,8 @@ def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:
       "remat": config.model.remat,
       "scan_layers": config.model.scan_layers,
       "loss": float(metrics["loss/total"]),
+      "page_faults_per_step": faults / (repeats * steps),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
   }
   if jax.devices()[0].platform == "cpu":
     result["cpu_utilisation"] = float(np.median(cpu))
@@ -180,4 +187,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from svilm import host_memory
+  host_memory.ensure_malloc_hugepages()   # re-executes once: svilm/host_memory.py
   app.run(main)

@@ -19,8 +19,11 @@ differs, the check falls back to soft assignment (hard=False) and says so in `ch
 Timing alternates A B A B: each of --rounds rounds times --steps steps of ours, then --steps
 of PyTorch, after --warmup steps of each (compilation excluded). Reported per side: median
 step ms (min, max), process CPU utilisation (process CPU time / wall time / cores, the idle
-share the issue is about), and FLOP/s from XLA's FLOP count of one step, lowered with layers
-unrolled and no remat. The last stdout line is a JSON object with every figure.
+share the issue is about), minor page faults per step, and FLOP/s from XLA's FLOP count of one
+step, lowered with layers unrolled and no remat. The last stdout line is a JSON object with
+every figure. Like svilm.main, the script first re-executes itself with huge-page malloc
+(svilm/host_memory.py), which then applies to both sides; SVILM_MALLOC_HUGEPAGES=0 runs both
+without it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import resource
 import sys
 import time
 
@@ -168,15 +172,17 @@ def _make_step(model, tx):
   return step
 
 
-def _timed(run_step, steps: int) -> tuple[list[float], float, float]:
-  """Runs `steps` steps; returns (per-step seconds, wall seconds, process CPU seconds)."""
+def _timed(run_step, steps: int) -> tuple[list[float], float, float, int]:
+  """Runs `steps` steps; returns (per-step seconds, wall s, process CPU s, minor page faults)."""
   times = []
+  faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   cpu0, wall0 = time.process_time(), time.perf_counter()
   for _ in range(steps):
     start = time.perf_counter()
     run_step()
     times.append(time.perf_counter() - start)
-  return times, time.perf_counter() - wall0, time.process_time() - cpu0
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+  return times, time.perf_counter() - wall0, time.process_time() - cpu0, faults
 
 
 def main(argv) -> None:
@@ -278,23 +284,25 @@ def main(argv) -> None:
   for run in (ours_step, torch_step):
     for _ in range(_WARMUP.value):
       run()
-  sides = {"ours": ([], 0.0, 0.0), "pytorch": ([], 0.0, 0.0)}
+  sides = {"ours": ([], 0.0, 0.0, 0), "pytorch": ([], 0.0, 0.0, 0)}
   for r in range(_ROUNDS.value):
     for name, run in (("ours", ours_step), ("pytorch", torch_step)):
-      times, wall, cpu = _timed(run, _STEPS.value)
+      times, wall, cpu, faults = _timed(run, _STEPS.value)
       old = sides[name]
-      sides[name] = (old[0] + times, old[1] + wall, old[2] + cpu)
+      sides[name] = (old[0] + times, old[1] + wall, old[2] + cpu, old[3] + faults)
       print(f"round {r + 1}/{_ROUNDS.value} {name:8s} median {1e3 * np.median(times):8.1f} ms"
             f"  cpu {cpu / wall / cores:5.1%}", flush=True)
-  for name, (times, wall, cpu) in sides.items():
+  for name, (times, wall, cpu, faults) in sides.items():
     ms = 1e3 * np.asarray(times)
     results[f"{name}_step_ms"] = round(float(np.median(ms)), 2)
     results[f"{name}_step_ms_min"] = round(float(ms.min()), 2)
     results[f"{name}_step_ms_max"] = round(float(ms.max()), 2)
     results[f"{name}_cpu_util"] = round(cpu / wall / cores, 3)
+    results[f"{name}_page_faults_per_step"] = round(faults / len(times), 1)
     results[f"{name}_gflop_per_s"] = round(flops / np.median(times) / 1e9, 2)
   results["ratio"] = round(results["ours_step_ms"] / results["pytorch_step_ms"], 3)
   results["flops_per_step"] = flops
+  results["glibc_tunables"] = os.environ.get("GLIBC_TUNABLES", "")
   print(f"ours {results['ours_step_ms']} ms ({results['ours_cpu_util']:.0%} CPU), PyTorch "
         f"{results['pytorch_step_ms']} ms ({results['pytorch_cpu_util']:.0%} CPU): ratio "
         f"{results['ratio']}; {flops / 1e9:.1f} GFLOP per step", flush=True)
@@ -302,5 +310,7 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from svilm import host_memory
+  host_memory.ensure_malloc_hugepages()   # re-executes once: svilm/host_memory.py
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -122,6 +122,8 @@ def main(argv: list[str]) -> None:
 
 
 def run() -> None:
+  from svilm import host_memory
+  host_memory.ensure_malloc_hugepages()   # re-executes once; see svilm/host_memory.py
   app.run(main, flags_parser=_parse_flags)
 
 

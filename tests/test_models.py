@@ -159,6 +159,20 @@ def test_tubelet_embedding_is_a_linear_map_of_each_patch():
   np.testing.assert_allclose(out[0, 1, 1, 0], expected, rtol=1e-5, atol=1e-5)
 
 
+def test_gelu_is_exact_gelu_hand_computed():
+  # Phi(x) and phi(x) of the standard normal, by hand: Phi(1) = 0.8413447461, phi(1) = 0.2419707245.
+  x = jnp.array([0.0, 1.0, -1.0, 3.0])
+  np.testing.assert_allclose(vit.gelu(x), [0.0, 0.8413447461, -0.1586552539, 2.9959502665],
+                             rtol=1e-6, atol=1e-7)
+  # d/dx x Phi(x) = Phi(x) + x phi(x).
+  np.testing.assert_allclose(jax.grad(vit.gelu)(1.0), 0.8413447461 + 0.2419707245, rtol=1e-6)
+  grid = jnp.linspace(-8.0, 8.0, 1001)
+  np.testing.assert_allclose(vit.gelu(grid), nn.gelu(grid, approximate=False), atol=2e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(vit.gelu))(grid),
+                             jax.vmap(jax.grad(lambda v: nn.gelu(v, approximate=False)))(grid),
+                             atol=4e-6)
+
+
 def test_tubelet_divisibility_error_names_sizes():
   encoder = video_encoder.VideoEncoder(**VIDEO_KW)
   assert encoder.grid_shape((B, 4, 32, 48, 3)) == (2, 2, 3)

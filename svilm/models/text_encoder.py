@@ -81,7 +81,7 @@ class BertLayer(nn.Module):
                        epsilon=BERT_LN_EPS)(x + y)
     y = vit.dense(self.mlp_dim, ('embed', 'mlp'), self.dtype,
                   name='intermediate', kernel_init=BERT_INIT)(x)
-    y = nn.gelu(y, approximate=False)
+    y = vit.gelu(y)
     y = vit.dense(d, ('mlp', 'embed'), self.dtype, name='output',
                   kernel_init=BERT_INIT)(y)
     y = nn.Dropout(self.dropout)(y, deterministic=not train)
