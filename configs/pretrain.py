@@ -5,19 +5,19 @@ Command (from the repository root; builds ShapesWorld on first use, no downloads
   python -m svilm.main --config=configs/pretrain.py --workdir=/tmp/svilm_pretrain
 
 Hardware and runtime: a 2-core x86 CPU box (no accelerator): about 8.5 minutes in all
-(ShapesWorld build ~15-25 s on first use, compilation ~15 s, 2400 steps at ~5 steps/s,
+(ShapesWorld build ~15-25 s on first use, compilation ~15 s, 2400 steps at ~5-7 steps/s,
 evaluation ~10 s).
 
 Measured on 2026-11-23 on that machine (WORKDIR/eval_results.json; 512 held-out clips, 461 of
 them with pairwise-distinct captions; metrics defined in docs/losses_and_metrics.md):
-  retrieval/t2v_R@1            0.074  (chance 1/461 = 0.0022: 34x)   v2t_R@1 0.100
-  retrieval/t2v_R@10           0.447                                  t2v_MdR 13
-  temporal_grouping/accuracy   0.852  (random-foreground baseline 0.506)
-  grounding/pointing_acc       0.583  (random-group baseline 0.227: 2.6x)
+  retrieval/t2v_R@1            0.052  (chance 1/461 = 0.0022: 24x)   v2t_R@1 0.059
+  retrieval/t2v_R@10           0.345                                  t2v_MdR 17
+  temporal_grouping/accuracy   0.833  (random-foreground baseline 0.506)
+  grounding/pointing_acc       0.567  (random-group baseline 0.180: 3.2x)
 The run is deterministic for a given machine, code and library versions, but chaotic: the
-same recipe with the tubelet embedding computed as a convolution (the same function, rounding
-differing by ~1e-7) gave t2v_R@1 0.098, temporal 0.885, pointing 0.456. Read differences of
-that size between runs as noise. docs/pretraining.md has the ablations behind the defaults.
+same recipe with functions that differ only by float rounding (~1e-7: the tubelet embedding
+as a convolution, GELU through erfc) gave t2v_R@1 0.098 and 0.074, temporal 0.885 and 0.852,
+pointing 0.456 and 0.583. Read differences of that size between runs as noise. docs/pretraining.md has the ablations behind the defaults.
 
 Variants (`--config=configs/pretrain.py:ARG`, comma separated):
   tiny   a seconds-long smoke run (what CI and the tests use): 64 ShapesWorld train clips,

@@ -36,3 +36,30 @@ def test_train_step_benchmark_reports_mfu():
   assert figures["mfu"] == pytest.approx(
       figures["flops_per_step"] / (figures["step_time_ms"] / 1e3) / figures["peak_flops"])
   assert figures["mfu"] < 1.5      # a bound on nonsense, not a speed assertion
+
+
+def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_options():
+  command = [sys.executable, "benchmarks/compiler_options.py", "--config=configs/pretrain.py:tiny",
+             "--steps=1", "--repeats=2", "--warmup=1"]
+  result = subprocess.run(command + ['--variant=fast={"xla_cpu_enable_fast_math": true}'],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  variants = json.loads(result.stdout.strip().splitlines()[-1])["variants"]
+  assert [v["name"] for v in variants] == ["baseline", "fast", "baseline (again)"]
+  assert variants[1]["options"] == {"xla_cpu_enable_fast_math": True}
+  assert variants[0]["ratio"] == 1.0
+  for v in variants:
+    assert 0 < v["min_ms"] <= v["step_ms"] <= v["max_ms"]
+    assert v["ratio"] == pytest.approx(v["step_ms"] / variants[0]["step_ms"])
+  bad = subprocess.run(command + ['--variant=typo={"xla_cpu_no_such_option": 1}'],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert bad.returncode != 0 and "xla_cpu_no_such_option" in bad.stderr
+
+
+def test_compiler_options_variant_parsing():
+  from benchmarks import compiler_options
+  assert compiler_options.parse_variant('a={"x": 1}') == ("a", {"x": 1})
+  for text, message in (('{"x": 1}', "NAME=JSON"), ("a=[1]", "JSON object"),
+                        ("a={x}", "not JSON")):
+    with pytest.raises(ValueError, match=message):
+      compiler_options.parse_variant(text)
