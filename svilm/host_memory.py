@@ -75,6 +75,8 @@ def ensure_malloc_hugepages() -> None:
   if tunables is None:
     return
   os.environ["GLIBC_TUNABLES"] = tunables
+  print(f"svilm: restarting with GLIBC_TUNABLES={tunables} for huge-page malloc "
+        f"(svilm/host_memory.py; {OPT_OUT_ENV}=0 turns this off)", file=sys.stderr)
   sys.stdout.flush()
   sys.stderr.flush()
   # orig_argv is the interpreter's own command line (`python -m svilm.main ...`, `python -c`),
