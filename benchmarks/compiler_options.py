@@ -21,7 +21,6 @@ line is a JSON object: {"variants": [{"name", "options", "step_ms", "min_ms", "m
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import sys
@@ -58,16 +57,7 @@ def compare(config, variants: list[tuple[str, dict]], *, steps: int, rounds: int
   """Times the train step of a finalized `config` under each (name, options), interleaved."""
   import jax
   import numpy as np
-  from svilm import sharding
-  from svilm.trainers import pretrain
-  mesh = sharding.make_mesh(config)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  _, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  init = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                 out_shardings=shardings)
-  batch = sharding.to_global(train_step.random_batch(config, np.random.default_rng(0)), mesh)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
+  step, init, batch, _ = train_step.build_train_step(config)
   # The baseline runs first and last in every round: its two ratios show the noise floor.
   runs = [("baseline", {})] + variants + [("baseline (again)", {})]
   lowered = step.lower(init(), batch)

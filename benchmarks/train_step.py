@@ -101,21 +101,34 @@ def random_batch(config, rng):
   return batch
 
 
-def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:
-  """Compiles and times the train step of a finalized `config` on all devices."""
+def build_train_step(config):
+  """The benchmarked step of a finalized `config` on all devices: (step, init, batch, mesh).
+
+  step: the jitted train step (pretrain.jit_train_step on the configured mesh); init():
+  a fresh train state on the step's shardings; batch: `random_batch` as global arrays.
+  """
   import jax
   import numpy as np
-  from svilm import compile_check
   from svilm import sharding
   from svilm.trainers import pretrain
   mesh = sharding.make_mesh(config)
   model = pretrain.build_model(config)
   tx, schedule = pretrain.make_optimizer(config)
   _, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                  out_shardings=shardings)()
+  init = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
+                 out_shardings=shardings)
   batch = sharding.to_global(random_batch(config, np.random.default_rng(0)), mesh)
   step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
+  return step, init, batch, mesh
+
+
+def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:
+  """Compiles and times the train step of a finalized `config` on all devices."""
+  import jax
+  import numpy as np
+  from svilm import compile_check
+  step, init, batch, mesh = build_train_step(config)
+  state = init()
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   compile_s = time.perf_counter() - start
