@@ -248,18 +248,8 @@ def mesh_name(data: int, fsdp: int, model: int) -> str:
 
 def compiled_step_text(config) -> str:
   """HLO text of the train step compiled for `config`'s mesh (abstract inputs, no data)."""
-  import jax
-  from svilm import sharding
-  from svilm.trainers import pretrain
-  mesh = sharding.make_mesh(config)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  abstract, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  batch = jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size))
-  batch = sharding.with_shardings(
-      batch, jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch))
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
-  lowered = step.lower(sharding.with_shardings(abstract, shardings), batch)
+  from svilm import compile_check
+  lowered, _, _ = compile_check.lower_train_step(config)
   # Only the HLO is read, so LLVM may skip its optimisations (the collectives are placed by
   # the HLO passes before it). time_train_step compiles the same program again for timing. A
   # persistent compilation cache could share one executable; not used, because the one run

@@ -158,8 +158,7 @@ def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:
       "peak_flops": peak,
       "mfu": flops / step_time / peak,
       "examples_per_sec": config.batch_size / step_time,
-      "peak_memory_bytes": (memory.argument_size_in_bytes + memory.output_size_in_bytes
-                            - memory.alias_size_in_bytes + memory.temp_size_in_bytes),
+      "peak_memory_bytes": compile_check.peak_bytes(memory),
       "compile_s": compile_s,
       "devices": jax.device_count(),
       "device_kind": jax.devices()[0].device_kind,

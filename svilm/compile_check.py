@@ -65,11 +65,12 @@ def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | No
   return float(cost["flops"])
 
 
-def compile_train_step(config: ml_collections.ConfigDict) -> dict:
-  """Compiles the train step for the configured mesh; returns sizes (bytes) and FLOPs."""
-  config = configuration.finalize(config, num_devices=jax.device_count(),
-                                  process_count=jax.process_count(),
-                                  vocab_size=vocab_size_without_data(config))
+def lower_train_step(config: ml_collections.ConfigDict):
+  """The train step of a finalized `config`, lowered for its mesh on abstract inputs.
+
+  Returns (lowered, mesh, state): `state` is the abstract train state on its shardings.
+  Nothing is allocated and no data is read.
+  """
   mesh = sharding.make_mesh(config)
   model = pretrain.build_model(config)
   tx, schedule = pretrain.make_optimizer(config)
@@ -80,8 +81,23 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
   batch = sharding.with_shardings(
       batch, jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch))
   step = pretrain.jit_train_step(config, model, tx, schedule, mesh, state_shardings)
-  compiled = step.lower(state, batch).compile()
-  memory = compiled.memory_analysis()
+  return step.lower(state, batch), mesh, state
+
+
+def peak_bytes(memory) -> int:
+  """Per-device peak of a compiled program from its memory_analysis(): arguments + outputs -
+  aliased (donated buffers reused for outputs) + temporaries."""
+  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
+          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+
+
+def compile_train_step(config: ml_collections.ConfigDict) -> dict:
+  """Compiles the train step for the configured mesh; returns sizes (bytes) and FLOPs."""
+  config = configuration.finalize(config, num_devices=jax.device_count(),
+                                  process_count=jax.process_count(),
+                                  vocab_size=vocab_size_without_data(config))
+  lowered, mesh, state = lower_train_step(config)
+  memory = lowered.compile().memory_analysis()
   report = {
       "devices": jax.device_count(),
       "mesh": dict(mesh.shape),
@@ -96,8 +112,7 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
       "aliased": memory.alias_size_in_bytes,
       "temporaries": memory.temp_size_in_bytes,
   }
-  report["peak"] = (report["arguments"] + report["outputs"] - report["aliased"]
-                    + report["temporaries"])
+  report["peak"] = peak_bytes(memory)
   report["flops_per_step"] = model_flops_per_step(config)
   report["flops_per_device"] = report["flops_per_step"] / report["devices"]
   return report
