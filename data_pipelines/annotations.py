@@ -30,7 +30,7 @@ import io
 import json
 import os
 import re
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 FORMATS = (".csv", ".jsonl", ".json")
 ACTIVITYNET_EXTENSIONS = (".mp4", ".mkv", ".webm")
@@ -39,13 +39,19 @@ _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One clip to convert: `video` relative to the video root, times in seconds (None: open)."""
+  """One clip to convert: `video` relative to the video root, times in seconds (None: open).
+
+  `captions` holds every caption of a video that has several (e.g. MSR-VTT's 20 per video),
+  with captions[0] == caption; the files read here have one caption per entry and leave it
+  empty, which the schema stores as no `captions` field at all (unchanged bytes).
+  """
   video: str
   caption: str
   start: Optional[float]
   end: Optional[float]
   id: str
   error: str = ""   # non-empty: the entry is skipped for this reason
+  captions: Tuple[str, ...] = ()
 
 
 def _first(row: Dict[str, Any], *keys: str) -> Any:
@@ -90,11 +96,12 @@ def _entry(row: Dict[str, Any], where: str) -> Entry:
   elif _SURROGATE_RE.search(video):
     error = error or "video path is not valid UTF-8"
   if not error:
-    error = _caption_error(caption)
+    error = caption_error(caption)
   return Entry(video, caption, start, end, identity, error)
 
 
-def _caption_error(caption: str) -> str:
+def caption_error(caption: str) -> str:
+  """Why `caption` cannot be trained on ("" if it can): the skip reason for its entry."""
   if _SURROGATE_RE.search(caption):
     return "caption is not valid UTF-8"
   if not caption.strip():
@@ -102,8 +109,25 @@ def _caption_error(caption: str) -> str:
   return ""
 
 
-def _read_text(path: str) -> str:
-  # surrogateescape: undecodable bytes survive as lone surrogates, flagged per field later.
+def captions_error(captions: Sequence[str]) -> str:
+  """caption_error of the first bad caption of a multi-caption entry, naming which one.
+
+  One bad caption skips the whole video rather than being dropped, so that `captions` always
+  holds every caption of the annotation, in order.
+  """
+  for k, caption in enumerate(captions):
+    error = caption_error(caption)
+    if error:
+      return error if len(captions) == 1 else f"{error} (caption {k} of {len(captions)})"
+  return "" if captions else "empty caption"
+
+
+def read_text(path: str) -> str:
+  """The file at `path` as text, undecodable bytes kept as lone surrogates.
+
+  surrogateescape: one bad byte must not stop the whole file; caption_error flags the field
+  it lands in, so only that entry is skipped.
+  """
   with open(path, "rb") as f:
     data = f.read()
   return data.decode("utf-8-sig", errors="surrogateescape")
@@ -164,7 +188,7 @@ def _read_activitynet(text: str, video_root: Optional[str]) -> List[Entry]:
         except (ValueError, TypeError) as e:
           error = f"bad annotation: {e}"
       entries.append(Entry(video, caption, start, end, identity,
-                           error or _caption_error(caption)))
+                           error or caption_error(caption)))
   return entries
 
 
@@ -190,7 +214,7 @@ def read_annotations(path: str, video_root: Optional[str] = None) -> List[Entry]
   ext = os.path.splitext(path)[1].lower()
   if ext not in FORMATS:
     raise ValueError(f"{path}: unknown annotation format {ext!r}; expected one of {FORMATS}")
-  text = _read_text(path)
+  text = read_text(path)
   if ext == ".csv":
     entries = _read_csv(text)
   elif ext == ".jsonl":

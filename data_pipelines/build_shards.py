@@ -22,6 +22,9 @@ span, empty or non-UTF-8 caption, a path leaving --video_root) is skipped and re
 fatal; the command exits with status 1 only when more than --max_skipped_fraction of the
 entries were skipped. Rerunning into the same --output skips finished shards (no decoding) and
 redoes unfinished ones; other settings than the manifest's are an error naming them.
+
+`build` reads one annotation file; `build_entries` is the same build for entries made in memory
+by a dataset reader (data_pipelines/readers/), e.g. videos with several captions each.
 """
 
 from __future__ import annotations
@@ -192,8 +195,8 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
         continue
       record = schema.VideoRecord(
           video_id=entry["id"], frames=jpegs, caption=entry["caption"], height=height,
-          width=width, fps=settings["fps"], source=settings["source"], nouns=phrases,
-          noun_object=[-1] * len(phrases))
+          width=width, fps=settings["fps"], source=settings["source"],
+          captions=entry["captions"], nouns=phrases, noun_object=[-1] * len(phrases))
       # deterministic=True sorts the context map keys, otherwise the bytes vary by process.
       writer.write(schema.to_sequence_example(record).SerializeToString(deterministic=True))
       clips, frames = clips + 1, frames + len(jpegs)
@@ -219,14 +222,29 @@ def _write_skipped(path: str, skipped: Sequence[Sequence[Any]]) -> None:
   os.replace(tmp_path, path)
 
 
-def _settings(input_path: str, knobs: Dict[str, Any]) -> Dict[str, Any]:
+def file_sha256(path: str) -> str:
+  """SHA-256 (hex) of the file at `path`: how a manifest recognises its annotations."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def _settings(source: str, annotations_sha256: str, knobs: Dict[str, Any]) -> Dict[str, Any]:
   """Everything the output bytes depend on besides the videos: the manifest's `settings`."""
-  with open(input_path, "rb") as f:
-    digest = hashlib.sha256(f.read()).hexdigest()
   return dict(knobs, schema_version=SCHEMA_VERSION, builder_version=BUILDER_VERSION,
-              source=os.path.splitext(os.path.basename(input_path))[0],
-              annotations_sha256=digest,
+              source=source, annotations_sha256=annotations_sha256,
               nouns_backend="spacy" if nouns_lib.spacy_available() else "rules")
+
+
+def _check_knobs(num_shards: int, fps: float, short_side: int, max_frames: int, workers: int,
+                 jpeg_quality: int) -> None:
+  if num_shards < 1 or fps <= 0 or short_side < 1 or max_frames < 0 or workers < 1:
+    raise ValueError("need num_shards >= 1, fps > 0, short_side >= 1, max_frames >= 0, "
+                     "workers >= 1")
+  if not 1 <= jpeg_quality <= 100:
+    raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
 
 
 def build(input_path: str, video_root: str, output_dir: str, *, split: str = "train",
@@ -235,23 +253,52 @@ def build(input_path: str, video_root: str, output_dir: str, *, split: str = "tr
           tokenizer_vocab_size: int = 0) -> Dict[str, Any]:
   """Converts the entries of `input_path` into `split` shards in `output_dir` (resumable).
 
-  Returns a summary: clips, frames, skipped, total (entries), num_shards, shards_written (this
-  call; 0 when everything was already done), skipped_fraction, ok (skipped_fraction <=
-  max_skipped_fraction), skipped_path, manifest_path, tokenizer_path (or None) and line (the
-  one-line report the CLI prints). Raises ValueError on bad arguments, an unreadable
-  annotation file, a manifest with other settings, or a tokenizer.model not made by this split.
+  The source name is the file's stem and the manifest records its SHA-256; the rest is
+  `build_entries`, whose summary this returns. Raises ValueError as build_entries does, and
+  for an unreadable or empty annotation file.
   """
-  if num_shards < 1 or fps <= 0 or short_side < 1 or max_frames < 0 or workers < 1:
-    raise ValueError("need num_shards >= 1, fps > 0, short_side >= 1, max_frames >= 0, "
-                     "workers >= 1")
-  if not 1 <= jpeg_quality <= 100:
-    raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
+  _check_knobs(num_shards, fps, short_side, max_frames, workers, jpeg_quality)
   entries = annotations.read_annotations(input_path, video_root)
   if not entries:
     raise ValueError(f"{input_path} holds no entries")
-  settings = _settings(input_path, dict(num_shards=num_shards, fps=float(fps),
-                                        short_side=short_side, max_frames=max_frames,
-                                        jpeg_quality=jpeg_quality))
+  return build_entries(
+      entries, video_root, output_dir, source=os.path.splitext(os.path.basename(input_path))[0],
+      annotations_sha256=file_sha256(input_path), split=split, num_shards=num_shards, fps=fps,
+      short_side=short_side, max_frames=max_frames, jpeg_quality=jpeg_quality, workers=workers,
+      max_skipped_fraction=max_skipped_fraction, tokenizer_vocab_size=tokenizer_vocab_size)
+
+
+def build_entries(entries: Sequence[annotations.Entry], video_root: str, output_dir: str, *,
+                  source: str, annotations_sha256: str, split: str = "train",
+                  num_shards: int = 8, fps: float = 8.0, short_side: int = 128,
+                  max_frames: int = 0, jpeg_quality: int = 90, workers: int = 1,
+                  max_skipped_fraction: float = 0.1,
+                  tokenizer_vocab_size: int = 0) -> Dict[str, Any]:
+  """Converts `entries` (in order) into `split` shards in `output_dir` (resumable).
+
+  `source` is the records' dataset name and `annotations_sha256` identifies the annotations
+  the entries came from: both go into the manifest's settings, so a rerun on other annotations
+  is refused instead of mixing two versions of a dataset. An entry with `captions` stores them
+  all (captions[0] must be its caption); its nouns are those of `caption`, and with a
+  tokenizer every caption is training text.
+
+  Returns a summary: clips, frames, skipped, total (entries), num_shards, shards_written (this
+  call; 0 when everything was already done), skipped_fraction, ok (skipped_fraction <=
+  max_skipped_fraction), skipped_path, manifest_path, tokenizer_path (or None) and line (the
+  one-line report the CLI prints). Raises ValueError on bad arguments, no entries, an entry
+  whose caption is not its captions[0], a manifest with other settings, or a tokenizer.model
+  not made by this split.
+  """
+  _check_knobs(num_shards, fps, short_side, max_frames, workers, jpeg_quality)
+  if not entries:
+    raise ValueError(f"no entries for the {source} {split} split")
+  for e in entries:
+    if e.captions and e.captions[0] != e.caption:
+      raise ValueError(f"entry {e.id!r}: caption {e.caption!r} is not captions[0] "
+                       f"{e.captions[0]!r}")
+  settings = _settings(source, annotations_sha256, dict(
+      num_shards=num_shards, fps=float(fps), short_side=short_side, max_frames=max_frames,
+      jpeg_quality=jpeg_quality))
   os.makedirs(output_dir, exist_ok=True)
   manifest_path = os.path.join(output_dir, f"{split}-manifest.json")
   manifest = dict(split=split, settings=settings, shards={}, tokenizer=None, complete=False)
@@ -307,7 +354,7 @@ def build(input_path: str, video_root: str, output_dir: str, *, split: str = "tr
       and os.path.exists(tokenizer_path)):
     skipped_indices = {row[0] for row in skipped}
     texts = [text for i, e in enumerate(entries) if i not in skipped_indices
-             for text in [e.caption, *phrases[i]]]
+             for text in [*(e.captions or [e.caption]), *phrases[i]]]
     tokenizer_lib.train_tokenizer(texts, tokenizer_path, tokenizer_vocab_size)
     manifest["tokenizer"] = dict(path=TOKENIZER, vocab_size=tokenizer_vocab_size)
   clips = sum(info["clips"] for info in shards.values())

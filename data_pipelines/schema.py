@@ -6,7 +6,10 @@ context (per video)
   schema_version   int64    SCHEMA_VERSION at write time
   video_id         bytes    unique id within the dataset
   source           bytes    dataset name ("shapesworld", "webvid", ...)
-  caption          bytes    the clip-level caption (UTF-8)
+  caption          bytes    the clip-level caption (UTF-8): the primary one
+  captions         bytes[C] every caption of the video in the annotation's order, captions[0] ==
+                            caption; empty (and then not written at all) when the video has
+                            only `caption`, so read `captions or [caption]` for all of them
   nouns            bytes[K] noun phrases of `caption`, in order of mention
   noun_object      int64[K] object index each noun refers to (-1: unknown)
   fps              float    frames per second of the stored frames
@@ -30,6 +33,14 @@ feature lists (one entry per stored frame, T entries)
 
 Real video carries only frames and the text fields; annotation lists are then empty and
 `num_objects` is 0. Bump SCHEMA_VERSION whenever a field changes meaning.
+
+Versions (a reader accepts only SCHEMA_VERSION, so a bump makes every older shard unreadable):
+
+  1   the fields above. `captions` was added later without a bump: it changes the meaning of
+      no field (`caption` is still the caption a single-caption reader trains on), a record
+      without it parses as `captions` = [] (what every single-caption record says anyway),
+      and a record without extra captions is written byte for byte as before, so existing
+      shards, builder manifests and caches all stay valid.
 """
 
 from __future__ import annotations
@@ -49,6 +60,9 @@ _CONTEXT_SCALARS_BYTES = ("video_id", "source", "caption")
 _CONTEXT_LISTS_INT = ("noun_object", "action_labels", "segment_start", "segment_end",
                       "segment_action", "segment_object")
 _CONTEXT_LISTS_BYTES = ("nouns", "object_names", "segment_caption", "qa_question", "qa_answer")
+# Lists written only when non-empty: fields added to version 1 after shards of it existed, left
+# out when empty so that records without them keep their exact bytes (see the docstring).
+_OPTIONAL_CONTEXT_LISTS_BYTES = ("captions",)
 
 
 @dataclasses.dataclass
@@ -61,6 +75,7 @@ class VideoRecord:
   width: int
   fps: float = 25.0
   source: str = ""
+  captions: Sequence[str] = ()          # all captions, captions[0] == caption; () = only caption
   nouns: Sequence[str] = ()
   noun_object: Sequence[int] = ()
   object_names: Sequence[str] = ()
@@ -107,6 +122,9 @@ def to_sequence_example(record: VideoRecord) -> tf.train.SequenceExample:
     raise ValueError(f"{record.video_id}: segment_* fields differ in length")
   if len(record.qa_question) != len(record.qa_answer):
     raise ValueError(f"{record.video_id}: qa_question and qa_answer differ in length")
+  if len(record.captions) and record.captions[0] != record.caption:
+    raise ValueError(f"{record.video_id}: caption {record.caption!r} is not captions[0] "
+                     f"{record.captions[0]!r}")
 
   values = dataclasses.asdict(record)
   values.update(schema_version=SCHEMA_VERSION, num_objects=record.num_objects)
@@ -121,6 +139,9 @@ def to_sequence_example(record: VideoRecord) -> tf.train.SequenceExample:
     context[name] = _ints(values[name])
   for name in _CONTEXT_LISTS_BYTES:
     context[name] = _bytes(values[name])
+  for name in _OPTIONAL_CONTEXT_LISTS_BYTES:
+    if len(values[name]):
+      context[name] = _bytes(values[name])
 
   feature_lists = {"frames": tf.train.FeatureList(feature=[_bytes([f]) for f in record.frames])}
   if record.boxes is not None:
@@ -144,8 +165,9 @@ def to_sequence_example(record: VideoRecord) -> tf.train.SequenceExample:
 def parse_sequence_example(serialized: tf.Tensor, with_annotations: bool = True):
   """Parses one serialised record into a dict of tensors (works inside tf.data.map).
 
-  Returns context fields under their names (scalars as 0-d tensors, lists as 1-d), `frames` as a
-  [T] string tensor of JPEG bytes, and with `with_annotations` also `boxes` [T, O, 4] float32,
+  Returns context fields under their names (scalars as 0-d tensors, lists as 1-d; `captions` is
+  a [C] string tensor, [0] when the record has none), `frames` as a [T] string tensor of JPEG
+  bytes, and with `with_annotations` also `boxes` [T, O, 4] float32,
   `visible` [T, O] int64 and `masks` [T] PNG bytes (empty tensors when absent).
   """
   context_spec = {}
@@ -157,7 +179,8 @@ def parse_sequence_example(serialized: tf.Tensor, with_annotations: bool = True)
     context_spec[name] = tf.io.FixedLenFeature([], tf.string, default_value="")
   for name in _CONTEXT_LISTS_INT:
     context_spec[name] = tf.io.VarLenFeature(tf.int64)
-  for name in _CONTEXT_LISTS_BYTES:
+  for name in _CONTEXT_LISTS_BYTES + _OPTIONAL_CONTEXT_LISTS_BYTES:
+    # A missing VarLenFeature parses as an empty list: older records read as captions = [].
     context_spec[name] = tf.io.VarLenFeature(tf.string)
   sequence_spec = {"frames": tf.io.FixedLenSequenceFeature([], tf.string)}
   if with_annotations:

@@ -207,7 +207,8 @@ def check_record(serialized: bytes, *, decode_frames: bool = True) -> RecordChec
   The record must be a SequenceExample that schema.parse_sequence_example accepts (fields of
   the schema's types and counts, a `frames` list), with schema_version == SCHEMA_VERSION,
   non-empty video_id, height, width, fps > 0, num_objects >= 0, at least one frame, a
-  non-empty caption, all text valid UTF-8, len(nouns) == len(noun_object) with noun_object and
+  non-empty caption, non-empty `captions` entries of which the first is `caption` (when there
+  are any), all text valid UTF-8, len(nouns) == len(noun_object) with noun_object and
   segment_object in [-1, num_objects), len(object_names) == num_objects, segment_* of one
   length with 0 <= start < end <= num_frames, equal qa list lengths, and the annotations of
   `_check_annotations`. With `decode_frames`, every frame must decode as a JPEG of exactly
@@ -250,6 +251,16 @@ def check_record(serialized: bytes, *, decode_frames: bool = True) -> RecordChec
   for name in _TEXT_LISTS:
     for i, value in enumerate(record[name]):
       _text(value, f"{name}[{i}]", messages)
+  # Every caption is training (or query) text, held to the same rules as `caption`; an empty
+  # list is a record with only `caption` (see the schema).
+  captions = record["captions"]
+  for i, value in enumerate(captions):
+    _text(value, f"captions[{i}]", messages)
+    if not value.strip():
+      messages.append(f"captions[{i}] is empty")
+  if len(captions) and captions[0] != record["caption"]:
+    shown = [v.decode("utf-8", "backslashreplace") for v in (captions[0], record["caption"])]
+    messages.append(f"captions[0] {shown[0]!r} is not caption {shown[1]!r}")
 
   if len(record["nouns"]) != len(record["noun_object"]):
     messages.append(f"nouns has {len(record['nouns'])} entries, noun_object "

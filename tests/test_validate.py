@@ -91,6 +91,12 @@ _BAD = [
      "does not parse with the schema"),
     (lambda c, f: _set_bytes(f["masks"].feature[0], _image(np.full((H, W), 2, np.uint8), "PNG")),
      "frame 0: mask value 2 > num_objects 1"),
+    (lambda c, f: c["captions"].bytes_list.value.extend([b"a blue square", b"a red square"]),
+     "captions[0] 'a blue square' is not caption 'a red square moves'"),
+    (lambda c, f: c["captions"].bytes_list.value.extend([b"a red square moves", b" "]),
+     "captions[1] is empty"),
+    (lambda c, f: c["captions"].bytes_list.value.extend([b"a red square moves", b"caf\xe9"]),
+     "captions[1] is not valid UTF-8"),
 ]
 
 

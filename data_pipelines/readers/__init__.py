@@ -1,0 +1,8 @@
+"""Readers of public datasets' own annotation files into svilm shards.
+
+Each module turns one dataset's release files into in-memory `annotations.Entry` lists and
+hands them to `build_shards.build_entries`, so decoding, sharding, the resume manifest and the
+skip report are those of `python -m data_pipelines.build_shards` (docs/data.md):
+
+  msrvtt   MSR-VTT: train with every caption of each video, and the 1k-A test split
+"""
