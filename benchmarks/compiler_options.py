@@ -6,7 +6,7 @@ r"""XLA compiler options compared on the real train step, in one process, A B A 
 
 XLA_FLAGS applies to a whole process, so comparing flags across processes mixes the flag's
 effect with the machine's drift between runs (shared machines drift by 10-20%). Here every
-variant is the same jitted train step (svilm.trainers.pretrain.jit_train_step on a fixed
+variant is the same jitted train step (svilm.trainers.train_step.jit_train_step on a fixed
 random batch, as benchmarks/train_step.py) compiled with its own options through
 `Lowered.compile(compiler_options)`, and the variants take turns: each of --repeats rounds
 runs --steps steps of the baseline (no options), then of each variant. Reported per variant: median step

@@ -248,8 +248,8 @@ def mesh_name(data: int, fsdp: int, model: int) -> str:
 
 def compiled_step_text(config) -> str:
   """HLO text of the train step compiled for `config`'s mesh (abstract inputs, no data)."""
-  from svilm import compile_check
-  lowered, _, _ = compile_check.lower_train_step(config)
+  from svilm.trainers import trainer
+  lowered = trainer.setup(config).lower_train_step()
   # Only the HLO is read, so LLVM may skip its optimisations (the collectives are placed by
   # the HLO passes before it). time_train_step compiles the same program again for timing. A
   # persistent compilation cache could share one executable; not used, because the one run

@@ -3,7 +3,7 @@ r"""Train-step speed and model FLOPs utilisation (MFU) of a pretraining config.
   python benchmarks/train_step.py --config=configs/pretrain.py [--config.batch_size=64 ...]
       [--steps=20] [--warmup=3] [--repeats=5]
 
-Runs the real jitted train step (svilm.trainers.pretrain.jit_train_step: model, losses,
+Runs the real jitted train step (svilm.trainers.train_step.jit_train_step: model, losses,
 cut-and-paste, AdamW; the configured mesh, dtype, remat and accumulation) on a fixed random
 batch, so the input pipeline is not timed. Reports:
 
@@ -27,7 +27,6 @@ The last line of stdout is one JSON object with these figures.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import resource
@@ -91,8 +90,9 @@ def peak_flops(devices) -> float:
 def random_batch(config, rng):
   """A batch with the training contract's shapes: uniform pixels, random in-vocabulary tokens."""
   import numpy as np
-  from svilm.trainers import pretrain
-  shapes = {k: v.shape for k, v in pretrain.dummy_batch(config, config.batch_size).items()}
+  from svilm import tasks
+  shapes = {k: v.shape for k, v in
+            tasks.get(config.task).dummy_batch(config, config.batch_size).items()}
   batch = {"video": rng.uniform(size=shapes["video"]).astype(np.float32)}
   for key in ("text_tokens", "noun_tokens"):
     batch[key] = rng.integers(1, config.model.text.vocab_size, shapes[key]).astype(np.int32)
@@ -104,22 +104,15 @@ def random_batch(config, rng):
 def build_train_step(config):
   """The benchmarked step of a finalized `config` on all devices: (step, init, batch, mesh).
 
-  step: the jitted train step (pretrain.jit_train_step on the configured mesh); init():
-  a fresh train state on the step's shardings; batch: `random_batch` as global arrays.
+  step: the jitted train step (trainer.setup(config).jit_train_step() on the configured mesh);
+  init(): a fresh train state on the step's shardings; batch: `random_batch` as global arrays.
   """
-  import jax
   import numpy as np
   from svilm import sharding
-  from svilm.trainers import pretrain
-  mesh = sharding.make_mesh(config)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  _, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  init = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                 out_shardings=shardings)
-  batch = sharding.to_global(random_batch(config, np.random.default_rng(0)), mesh)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
-  return step, init, batch, mesh
+  from svilm.trainers import trainer
+  ctx = trainer.setup(config)
+  batch = sharding.to_global(random_batch(ctx.config, np.random.default_rng(0)), ctx.mesh)
+  return ctx.jit_train_step(), ctx.init_state, batch, ctx.mesh
 
 
 def time_train_step(config, *, steps: int, warmup: int, repeats: int) -> dict:

@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"Unknown variant(s) {sorted(unknown)} for configs/pretrain.py; known: tiny")
 
   config = ml_collections.ConfigDict()
-  config.trainer = "pretrain"
+  config.task = "pretrain"                # the registry name (svilm/tasks/__init__.py)
   config.seed = 0
   config.total_steps = 2400
   config.batch_size = 32                 # global, over all devices and hosts
@@ -52,6 +52,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.async_checkpointing = True
   config.checkpoint_timeout_secs = 600
   config.eval_every_steps = 0            # 0: evaluate once, at the end of training
+  # Start from another run's parameters (finetuning): a workdir, its checkpoints/ directory or
+  # one step's directory (newest step unless named). Only parameters are read; a checkpoint
+  # in --workdir still wins (a rerun resumes). init_from_map: "ckpt_subtree:model_subtree,..."
+  # ("" = the task's own map; docs/design.md).
+  config.init_from = ""
+  config.init_from_map = ""
 
   config.data = ml_collections.ConfigDict()
   # Shard directory or glob of TFRecord files in the svilm schema; "" = ShapesWorld, built on
@@ -134,6 +140,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # averaged. Contrastive and grounding negatives and cut-and-paste backgrounds then come from
   # the micro-batch, not the whole batch (the loss is the mean of micro-batch losses).
   config.optim.grad_accum_steps = 1
+  # Comma-separated regular expressions over "/"-joined parameter paths (a pattern matching a
+  # prefix freezes the whole subtree, e.g. "video_encoder"). Frozen parameters get no gradient
+  # and no optimizer state; a pattern matching nothing is an error.
+  config.optim.freeze = ""
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 64

@@ -46,9 +46,15 @@ def _parse(arg: str | None) -> dict:
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = _parse(arg)
-  config = pretrain.get_config()
+  config = paper_config()
   config.data.path = args["data"]
   config.data.tokenizer = args["tokenizer"]
+  return config
+
+
+def paper_config() -> ml_collections.ConfigDict:
+  """The paper-scale recipe without data paths (finetuning configs start from it)."""
+  config = pretrain.get_config()
   config.total_steps = 100_000           # (?) the paper does not give its schedule
   config.batch_size = 1024               # (?)
   config.log_every_steps = 100

@@ -14,6 +14,10 @@ The batch contract (the one place it is written down; models, losses and evaluat
   noun_valid    int32   [B, K]           1 where the caption has a k-th noun phrase
   index         int32   [B]              position of the example in this host's stream
 
+evaluation batches (train=False) additionally carry
+
+  valid         int32   [B]              1 for a real clip, 0 for padding of the last batch
+
 and with `with_annotations=True` (evaluation) additionally
 
   noun_boxes    float32 [B, K, T, 4]     box of the object noun k refers to, in each sampled
@@ -104,8 +108,12 @@ def _pad_or_trim(values: tf.Tensor, length: int, pad_value) -> tf.Tensor:
 
 
 def _example_fn(*, num_frames, frame_stride, resolution, num_nouns, train, seed,
-                with_annotations, augment: Augmentation):
-  """Builds the per-example map: parse, sample frames, decode, crop, gather annotations."""
+                with_annotations, augment: Augmentation, sample_captions: bool = False):
+  """Builds the per-example map: parse, sample frames, decode, crop, gather annotations.
+
+  sample_captions (training): the caption is drawn uniformly from the record's `captions`
+  (stateless in (seed, stream index)); records with no `captions` list use `caption`.
+  """
 
   def fn(index, serialized):
     record = schema.parse_sequence_example(serialized, with_annotations=with_annotations)
@@ -127,10 +135,18 @@ def _example_fn(*, num_frames, frame_stride, resolution, num_nouns, train, seed,
       video = tf.cond(flip, lambda: video_ops.flip_left_right(video), lambda: video)
     nouns = record["nouns"]
     num_valid = tf.minimum(tf.shape(nouns)[0], num_nouns)
+    caption = record["caption"]
+    if train and sample_captions:
+      captions = record["captions"]
+      count = tf.shape(captions)[0]
+      pick = tf.cast(tf.random.stateless_uniform([], seed=example_seed(3)) *
+                     tf.cast(tf.maximum(count, 1), tf.float32), tf.int32)
+      caption = tf.cond(count > 0, lambda: captions[tf.minimum(pick, count - 1)],
+                        lambda: caption)
     out = {
         "index": tf.cast(index, tf.int32),
         "video": video_ops.normalize(video, augment.normalization),
-        "caption": record["caption"],
+        "caption": caption,
         "nouns": _pad_or_trim(nouns, num_nouns, ""),
         "noun_valid": tf.cast(tf.range(num_nouns) < num_valid, tf.int32),
     }
@@ -189,7 +205,7 @@ def _tokenize_fn(tokenizer: tokenizer_lib.Tokenizer, *, max_text_len, max_noun_l
   return fn
 
 
-def _record_stream(files: Sequence[str], *, train: bool, seed: int) -> tf.data.Dataset:
+def record_stream(files: Sequence[str], *, train: bool, seed: int) -> tf.data.Dataset:
   """Serialised records of one dataset: files shuffled and repeated when training."""
   files_ds = tf.data.Dataset.from_tensor_slices(list(files))
   if train:
@@ -207,32 +223,41 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
                  with_annotations: bool = False, max_examples: int = 0,
                  augment: Augmentation = Augmentation(),
                  weights: Sequence[float] | None = None,
-                 host_slice: tuple[int, int] | None = None) -> tf.data.Dataset:
+                 host_slice: tuple[int, int] | None = None,
+                 sample_captions: bool = False) -> tf.data.Dataset:
   """The batched dataset over `files` (this host's subset, or all files with `host_slice`).
 
   train=True: endless, shuffled (files and records, seeded), random temporal offsets, batches
   of exactly `batch_size`; `start_index` records of the stream are skipped first (resume).
   With `weights`, `files` is one file list per dataset and each record is drawn from dataset
   i with probability weights[i] / sum(weights) (seeded, so the mixture is reproducible too).
-  train=False: one deterministic pass in file order with centred frame sampling, in full batches
-  (a remainder smaller than `batch_size` is dropped: every evaluated clip then has a real
-  cut-and-paste background); `max_examples` > 0 stops after that many records.
-  host_slice=(host, num_hosts) (training only): `files` is the whole dataset, read identically
-  by every host; of each global batch of `batch_size * num_hosts` records this host keeps rows
+  train=False: one deterministic pass in file order with centred frame sampling;
+  `max_examples` > 0 stops after that many records. Every record is evaluated: the last global
+  batch is padded to full size with copies of its last real record, marked `valid` = 0 (so
+  padding never changes a metric, and a padded row is a real clip wherever another row borrows
+  it, e.g. as a cut-and-paste background).
+  host_slice=(host, num_hosts): `files` is the whole dataset, read identically by every host;
+  of each global batch of `batch_size * num_hosts` records this host keeps rows
   [host * batch_size, (host + 1) * batch_size) before decoding them. Stream positions (and so
   the per-example randomness and `start_index`) are global, so the hosts together produce
-  exactly the batches one host with `batch_size * num_hosts` would.
+  exactly the batches one host with `batch_size * num_hosts` would: training and evaluation
+  then do not depend on the number of hosts.
+  sample_captions: see `_example_fn` (training with several captions per video).
   """
   if weights is None:
-    ds = _record_stream(files, train=train, seed=seed)
+    ds = record_stream(files, train=train, seed=seed)
   else:
     if not train or len(weights) != len(files) or min(weights) < 0 or sum(weights) <= 0:
       raise ValueError(f"A mixture needs train=True and one non-negative weight per dataset "
                        f"(got {len(files)} datasets, weights {list(weights)})")
-    streams = [_record_stream(f, train=True, seed=seed + 1000 * (i + 1))
+    streams = [record_stream(f, train=True, seed=seed + 1000 * (i + 1))
                for i, f in enumerate(files)]
     ds = tf.data.Dataset.sample_from_datasets(streams, weights=[float(w) for w in weights],
                                               seed=seed + 2)
+  example_fn = _example_fn(num_frames=num_frames, frame_stride=frame_stride,
+                           resolution=resolution, num_nouns=num_nouns, train=train, seed=seed,
+                           with_annotations=with_annotations, augment=augment,
+                           sample_captions=sample_captions)
   if train:
     ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
   elif max_examples:
@@ -240,23 +265,41 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
   ds = ds.enumerate()
   if start_index:
     ds = ds.skip(start_index)   # before any decoding: skipping costs only reading records
-  if host_slice is not None:
-    if not train:
-      raise ValueError("host_slice is for the training stream; evaluation splits files")
-    host, num_hosts = host_slice
-    begin = host * batch_size
-    ds = ds.batch(batch_size * num_hosts, drop_remainder=True)
-    ds = ds.map(lambda index, record: (index[begin:begin + batch_size],
-                                       record[begin:begin + batch_size])).unbatch()
-  ds = ds.map(_example_fn(num_frames=num_frames, frame_stride=frame_stride,
-                          resolution=resolution, num_nouns=num_nouns, train=train, seed=seed,
-                          with_annotations=with_annotations, augment=augment),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  if not train:
+    host, num_hosts = host_slice or (0, 1)
+    ds = _padded_host_rows(ds, batch_size, host, num_hosts)
+    ds = ds.map(lambda index, record, valid: {**example_fn(index, record), "valid": valid},
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  else:
+    if host_slice is not None:
+      host, num_hosts = host_slice
+      begin = host * batch_size
+      ds = ds.batch(batch_size * num_hosts, drop_remainder=True)
+      ds = ds.map(lambda index, record: (index[begin:begin + batch_size],
+                                         record[begin:begin + batch_size])).unbatch()
+    ds = ds.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
   ds = ds.map(_tokenize_fn(tokenizer, max_text_len=max_text_len, max_noun_len=max_noun_len,
                            noun_prompt=noun_prompt), num_parallel_calls=tf.data.AUTOTUNE,
               deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _padded_host_rows(ds: tf.data.Dataset, batch_size: int, host: int, num_hosts: int
+                      ) -> tf.data.Dataset:
+  """(index, record) -> (index, record, valid): this host's rows of each global batch of
+  `batch_size * num_hosts` records, the last global batch padded by repeating its last record
+  (valid 0)."""
+  global_batch, begin = batch_size * num_hosts, host * batch_size
+
+  def pad_and_slice(index, record):
+    count = tf.shape(index)[0]
+    rows = tf.concat([tf.range(count), tf.fill([global_batch - count], count - 1)], axis=0)
+    rows = rows[begin:begin + batch_size]
+    valid = tf.cast(tf.range(global_batch) < count, tf.int32)[begin:begin + batch_size]
+    return tf.gather(index, rows), tf.gather(record, rows), valid
+
+  return ds.batch(global_batch).map(pad_and_slice).unbatch()
 
 
 def as_numpy(ds: tf.data.Dataset) -> Iterator[dict]:

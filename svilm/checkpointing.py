@@ -6,15 +6,21 @@ a resumed run restores exactly where the previous one stopped. The input positio
 from the step (see data_pipelines/input_pipeline.py), and `meta` records it so a mismatch is
 caught instead of silently changing the data order.
 
+`load_params` reads only the parameters of any such checkpoint (for `config.init_from`:
+finetuning starts from another run's weights, whatever its optimizer and mesh were).
+
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
 mid-save (even with SIGKILL) leaves the previous checkpoint as the latest valid one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from svilm import sharding
@@ -63,3 +69,58 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shar
         "Resume with the config it was written with, or start in a new workdir. Orbax said: "
         f"{e}") from e
   return restored["state"], restored["meta"]
+
+
+def _is_step_dir(path: str) -> bool:
+  return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
+      os.path.join(path, "state"))
+
+
+def resolve_step_dir(path: str) -> str:
+  """The checkpoint directory `config.init_from` names: PATH itself when it is one step's
+  directory (WORKDIR/checkpoints/<step>), else the newest step under PATH (a checkpoints
+  directory) or under PATH/checkpoints (a workdir). Unfinished (temporary) saves never count.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"config.init_from={path!r} does not exist (give a workdir, its "
+                            "checkpoints/ directory, or one step's directory)")
+  if _is_step_dir(path):
+    return path
+  for root in (path, os.path.join(path, "checkpoints")):
+    steps = [int(d) for d in os.listdir(root) if _is_step_dir(os.path.join(root, d))] if (
+        os.path.isdir(root)) else []
+    if steps:
+      return os.path.join(root, str(max(steps)))
+  raise FileNotFoundError(f"config.init_from={path!r} holds no checkpoint: expected a "
+                          "workdir with checkpoints/<step>/, a checkpoints directory, or a "
+                          "step directory")
+
+
+def load_params(path: str) -> tuple[dict, dict]:
+  """(params, meta) of the checkpoint `path` names (see resolve_step_dir), on the host.
+
+  Only the parameters are read: nothing about the writer's optimizer (or mesh) needs to be
+  known, and the optimizer state is never loaded. Arrays come back as numpy arrays whatever
+  mesh wrote them; `meta` is the checkpoint's JSON meta item plus "step" and "path".
+  """
+  step_dir = resolve_step_dir(path)
+  state_dir = os.path.join(step_dir, "state")
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    tree = checkpointer.metadata(state_dir).item_metadata.tree
+    params_meta = tree["params"]
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item={"params": jax.tree.map(lambda _: 0, params_meta)},
+        restore_args={"params": jax.tree.map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)},
+        partial_restore=True))
+  except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+    raise ValueError(f"Cannot read the parameters of checkpoint {step_dir}: {e}") from e
+  meta = {}
+  meta_file = os.path.join(step_dir, "meta", "metadata")
+  if os.path.exists(meta_file):
+    with open(meta_file) as f:
+      meta = json.load(f)
+  meta.update(step=int(os.path.basename(step_dir)), path=step_dir)
+  return restored["params"], meta

@@ -16,28 +16,11 @@ and the model FLOPs of one step (`model_flops_per_step`).
 
 from __future__ import annotations
 
-import os
-
 import jax
 import ml_collections
 
-from data_pipelines import tokenizer as tokenizer_lib
-from svilm import configuration
-from svilm import sharding
-from svilm.trainers import pretrain
-
-
-def vocab_size_without_data(config: ml_collections.ConfigDict) -> int:
-  """The vocabulary size from model.text.vocab_size, else from an existing data.tokenizer."""
-  if config.model.text.vocab_size != -1:
-    return config.model.text.vocab_size
-  path = os.path.expanduser(config.data.tokenizer)
-  if config.data.tokenizer and os.path.exists(path):
-    return tokenizer_lib.Tokenizer(path).vocab_size
-  raise configuration.ConfigError(
-      "--compile_only reads no data, so it needs the text vocabulary size: pass "
-      "--config.model.text.vocab_size=N (e.g. 30522 for a BERT vocabulary), or point "
-      "data.tokenizer at an existing sentencepiece model")
+from svilm.trainers import train_step
+from svilm.trainers import trainer
 
 
 def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | None = None
@@ -54,34 +37,17 @@ def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | No
   plain.model.scan_layers = False
   plain.model.remat = "none"
   plain.optim.grad_accum_steps = 1
-  model = pretrain.build_model(plain)
-  tx, schedule = pretrain.make_optimizer(plain)
-  state = jax.eval_shape(lambda: pretrain.init_state(model, tx, plain))
-  batch = jax.eval_shape(lambda: pretrain.dummy_batch(plain, batch_size or plain.batch_size))
-  step = jax.jit(lambda state, batch: pretrain.train_step(state, batch, model=model, tx=tx,
-                                                          schedule=schedule, config=plain))
+  plain.mesh.data, plain.mesh.fsdp, plain.mesh.model = -1, 1, 1   # one device: no sharding
+  ctx = trainer.setup(plain, devices=jax.devices()[:1], process_count=1)
+  state = jax.eval_shape(ctx.fresh_state)
+  batch = jax.eval_shape(lambda: ctx.task.dummy_batch(ctx.config,
+                                                      batch_size or ctx.config.batch_size))
+  step = jax.jit(lambda state, batch: train_step.train_step(
+      state, batch, loss_fn=ctx.loss_fn, tx=ctx.tx, schedule=ctx.schedule,
+      partition=ctx.partition, config=ctx.config))
   cost = step.lower(state, batch).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])
-
-
-def lower_train_step(config: ml_collections.ConfigDict):
-  """The train step of a finalized `config`, lowered for its mesh on abstract inputs.
-
-  Returns (lowered, mesh, state): `state` is the abstract train state on its shardings.
-  Nothing is allocated and no data is read.
-  """
-  mesh = sharding.make_mesh(config)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  abstract_state, state_shardings = pretrain.abstract_state_and_shardings(config, model, tx,
-                                                                          mesh)
-  state = sharding.with_shardings(abstract_state, state_shardings)
-  batch = jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size))
-  batch = sharding.with_shardings(
-      batch, jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch))
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, state_shardings)
-  return step.lower(state, batch), mesh, state
 
 
 def peak_bytes(memory) -> int:
@@ -93,20 +59,19 @@ def peak_bytes(memory) -> int:
 
 def compile_train_step(config: ml_collections.ConfigDict) -> dict:
   """Compiles the train step for the configured mesh; returns sizes (bytes) and FLOPs."""
-  config = configuration.finalize(config, num_devices=jax.device_count(),
-                                  process_count=jax.process_count(),
-                                  vocab_size=vocab_size_without_data(config))
-  lowered, mesh, state = lower_train_step(config)
-  memory = lowered.compile().memory_analysis()
+  ctx = trainer.setup(config)
+  config = ctx.config
+  memory = ctx.lower_train_step().compile().memory_analysis()
   report = {
+      "task": config.task,
       "devices": jax.device_count(),
-      "mesh": dict(mesh.shape),
+      "mesh": dict(ctx.mesh.shape),
       "dtype": config.model.dtype,
       "remat": config.model.remat,
       "grad_accum_steps": config.optim.grad_accum_steps,
       "platform": jax.default_backend(),
       "global_batch": config.batch_size,
-      "parameters": sum(x.size for x in jax.tree.leaves(state.params)),
+      "parameters": sum(x.size for x in jax.tree.leaves(ctx.abstract_state.params)),
       "arguments": memory.argument_size_in_bytes,
       "outputs": memory.output_size_in_bytes,
       "aliased": memory.alias_size_in_bytes,
@@ -121,7 +86,7 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
 def format_report(report: dict) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
   return "\n".join([
-      f"compile_only: train step compiled for {report['devices']} {report['platform']} "
+      f"compile_only: {report['task']} train step compiled for {report['devices']} {report['platform']} "
       f"device(s), mesh {report['mesh']}, global batch {report['global_batch']} in "
       f"{report['grad_accum_steps']} micro-batch(es), {report['parameters'] / 1e6:.1f}M "
       f"parameters, {report['dtype']} compute, remat {report['remat']}",

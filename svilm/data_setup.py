@@ -87,8 +87,13 @@ def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_s
 
 
 def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, tokenizer, *,
-                  start_index: int, process_index: int, process_count: int):
-  """This host's training batches (global batch / hosts each), split per data.host_split."""
+                  start_index: int, process_index: int, process_count: int,
+                  sample_captions: bool = False):
+  """This host's training batches (global batch / hosts each), split per data.host_split.
+
+  sample_captions: draw each clip's caption from its `captions` list (retrieval training on
+  several captions per video) instead of always taking `caption`.
+  """
   local_batch = config.batch_size // process_count
   if config.data.host_split == "stream":
     files, host_slice = sources.train_files, (process_index, process_count)
@@ -101,7 +106,7 @@ def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, token
   return make_dataset(config, files, tokenizer, batch_size=local_batch, train=True,
                       seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
                       start_index=start_index, weights=sources.train_weights,
-                      host_slice=host_slice)
+                      host_slice=host_slice, sample_captions=sample_captions)
 
 
 def stream_meta(config: ml_collections.ConfigDict, step: int, process_count: int) -> dict:

@@ -1,9 +1,10 @@
 r"""The svilm entry point: `python -m svilm.main --config=configs/pretrain.py --workdir=DIR`.
 
 The config is an ml_collections config file, locked at load time: `--config.some.key=value`
-overrides an existing key, and a key that does not exist is an error that names it. The trainer
-is chosen by `config.trainer`. Rerunning the same command in the same workdir resumes from the
-newest checkpoint there.
+overrides an existing key, and a key that does not exist is an error that names it. The task
+(pretraining, retrieval, ...) is `config.task`, a name in the registry of svilm/tasks/; every
+task runs in the one generic trainer (svilm/trainers/trainer.py). Rerunning the same command in
+the same workdir resumes from the newest checkpoint there.
 """
 
 from __future__ import annotations
@@ -72,8 +73,6 @@ def initialize_distributed() -> None:
   if multi_host_tpu or env["MEGASCALE_COORDINATOR_ADDRESS"] or multi_task_slurm:
     jax.distributed.initialize()
 
-TRAINERS = ("pretrain",)
-
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with a one-line message for config mistakes instead of a traceback."""
@@ -105,8 +104,10 @@ def main(argv: list[str]) -> None:
   logging.get_absl_handler().addFilter(
       lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
   config = _CONFIG.value
-  if config.trainer not in TRAINERS:
-    raise app.UsageError(f"config.trainer={config.trainer!r} is not one of {TRAINERS}")
+  from svilm import tasks
+  if config.task not in tasks.names():
+    raise app.UsageError(f"config.task={config.task!r} is not a registered task; known tasks: "
+                         f"{', '.join(tasks.names())}")
   if _COMPILE_ONLY.value:
     from svilm import compile_check
     print(compile_check.format_report(compile_check.compile_train_step(config)), flush=True)
@@ -117,8 +118,8 @@ def main(argv: list[str]) -> None:
   logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
                jax.device_count(), jax.default_backend(), jax.process_index(),
                jax.process_count())
-  from svilm.trainers import pretrain
-  pretrain.train_and_evaluate(config, _WORKDIR.value)
+  from svilm.trainers import trainer
+  trainer.train_and_evaluate(config, _WORKDIR.value)
 
 
 def run() -> None:

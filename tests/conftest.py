@@ -34,3 +34,25 @@ def shapesworld_cache(tmp_path_factory) -> str:
 def tiny(shapesworld_cache):
   """A fresh (unlocked) tiny pretraining config pointing at the session's ShapesWorld."""
   return tiny_config(shapesworld_cache)
+
+
+def prepare_and_setup(config, devices=None, process_count=1):
+  """The test form of the trainer's start-up: data (ShapesWorld or shards) and tokenizer,
+  then `trainer.setup` on `devices` (default: all 8 fake devices).
+
+  Returns (ctx, sources, tokenizer): ctx.config is the finalized config.
+  """
+  from data_pipelines import tokenizer as tokenizer_lib
+  from svilm import data_setup
+  from svilm.trainers import trainer
+  sources = data_setup.prepare(config)
+  tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
+  ctx = trainer.setup(config, vocab_size=tokenizer.vocab_size, devices=devices,
+                      process_count=process_count)
+  return ctx, sources, tokenizer
+
+
+@pytest.fixture
+def setup():
+  """`prepare_and_setup` as a fixture: setup(config, devices=None) -> (ctx, sources, tokenizer)."""
+  return prepare_and_setup

@@ -88,3 +88,37 @@ def test_main_paper_config_without_data_says_what_to_pass(tmp_path):
   result = _main("--config=configs/pretrain_paper.py", f"--workdir={tmp_path}")
   assert result.returncode != 0
   assert "configs/pretrain_paper.py:data=SHARD_DIR,tokenizer=SPM.model" in result.stderr
+
+
+def test_an_unknown_task_fails_naming_the_registered_ones():
+  config = pretrain.get_config()
+  config.task = "pretrian"
+  with pytest.raises(configuration.ConfigError, match="config.task='pretrian'.*pretrain, "
+                     "retrieval"):
+    _finalize(config)
+
+
+def test_task_checks_belong_to_the_task():
+  from configs import retrieval
+  config = retrieval.get_config()
+  assert "cut_and_paste" not in config and "loss" not in config   # pretraining's own keys
+  _finalize(config)
+  config = retrieval.get_config("msrvtt")
+  with pytest.raises(configuration.ConfigError, match="--config.data.path=SHARD_DIR"):
+    _finalize(config)
+  config.data.path = "/shards"
+  _finalize(config)
+  with pytest.raises(ValueError, match="Unknown variant.*msrvt"):
+    retrieval.get_config("msrvt")
+
+
+def test_a_malformed_init_from_map_names_the_format():
+  from svilm import tasks
+  from svilm.trainers import trainer
+  config = pretrain.get_config()
+  config.init_from_map = "video_encoder"
+  with pytest.raises(configuration.ConfigError, match="checkpoint_subtree:model_subtree"):
+    trainer.init_from_map(config, tasks.get("pretrain"))
+  config.init_from_map = "video_encoder:video_encoder, text_encoder:text_encoder"
+  assert trainer.init_from_map(config, tasks.get("pretrain")) == {
+      "video_encoder": "video_encoder", "text_encoder": "text_encoder"}

@@ -25,7 +25,7 @@ from benchmarks import cost_growth
 from configs import pretrain as pretrain_config
 from svilm import compile_check
 from svilm import configuration
-from svilm.trainers import pretrain
+from svilm.trainers import trainer
 from tests.conftest import REPO_ROOT
 
 VOCAB = 512
@@ -195,6 +195,4 @@ def test_mesh_sweep_end_to_end(end_to_end_runs):
 
 def _abstract_params(config):
   """The parameters of `config`'s model, as ShapeDtypeStructs."""
-  model = pretrain.build_model(config)
-  tx, _ = pretrain.make_optimizer(config)
-  return jax.eval_shape(lambda: pretrain.init_state(model, tx, config)).params
+  return trainer.setup(config, devices=jax.devices()[:1]).abstract_state.params

@@ -1,43 +1,31 @@
 """Elastic restarts: a checkpoint restores onto another mesh shape, and the input stream
 resumes at the right place after the number of hosts changes."""
 
-import functools
-
 import jax
 import numpy as np
 import pytest
 
-from data_pipelines import tokenizer as tokenizer_lib
 from svilm import checkpointing
-from svilm import configuration
 from svilm import data_setup
 from svilm import sharding
-from svilm.trainers import pretrain
+from tests.conftest import prepare_and_setup
 
 
 def _setup(config, devices):
-  tokenizer = tokenizer_lib.Tokenizer(data_setup.prepare(config).tokenizer_path)
-  config = configuration.finalize(config, num_devices=len(devices), process_count=1,
-                                  vocab_size=tokenizer.vocab_size)
-  mesh = sharding.make_mesh(config, devices=devices)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  abstract, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  return config, mesh, model, tx, schedule, abstract, shardings
+  ctx, _, _ = prepare_and_setup(config, devices)
+  return ctx
 
 
 @pytest.mark.parametrize("source", [dict(data=4, fsdp=2), dict(data=4, model=2)],
                          ids=["data4_fsdp2", "data4_model2"])
 def test_checkpoint_from_a_4x2_mesh_restores_onto_8x1_and_one_device(tiny, tmp_path, source):
   tiny.mesh.update(source)
-  config, mesh, model, tx, schedule, _, shardings = _setup(tiny, jax.devices())
-  state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                  out_shardings=shardings)()
-  batch = jax.eval_shape(lambda: pretrain.dummy_batch(config, config.batch_size))
+  ctx = _setup(tiny, jax.devices())
+  config = ctx.config
+  state = ctx.init_state()
   batch = jax.tree.map(lambda x: np.random.default_rng(0).uniform(size=x.shape).astype(x.dtype)
-                       if x.dtype == np.float32 else np.ones(x.shape, x.dtype), batch)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
-  state, _ = step(state, sharding.to_global(batch, mesh))   # Adam moments are non-zero now
+                       if x.dtype == np.float32 else np.ones(x.shape, x.dtype), ctx.batch_spec())
+  state, _ = ctx.jit_train_step()(state, sharding.to_global(batch, ctx.mesh))   # Adam moments are non-zero now
   sharded_leaves = [x for x in jax.tree.leaves(state) if len(x.sharding.device_set) == 8 and
                     not x.sharding.is_fully_replicated]
   assert sharded_leaves, "the source state should really be sharded"
@@ -49,8 +37,9 @@ def test_checkpoint_from_a_4x2_mesh_restores_onto_8x1_and_one_device(tiny, tmp_p
   for target, devices in ((dict(data=8, fsdp=1, model=1), jax.devices()),
                           (dict(data=1, fsdp=1, model=1), jax.devices()[:1])):
     tiny.mesh.update(target)
-    *_, abstract, target_shardings = _setup(tiny, devices)
-    restored, meta = checkpointing.restore(manager, 1, abstract, target_shardings)
+    target = _setup(tiny, devices)
+    target_shardings = target.state_shardings
+    restored, meta = checkpointing.restore(manager, 1, target.abstract_state, target_shardings)
     assert meta["step"] == 1 and meta["examples"] == config.batch_size
     for (path, a), b, want in zip(jax.tree_util.tree_leaves_with_path(restored),
                                   jax.tree.leaves(saved), jax.tree.leaves(target_shardings)):
@@ -84,14 +73,13 @@ def test_stream_start_after_a_change_in_the_number_of_hosts(tiny):
 
 
 def test_a_checkpoint_of_another_layout_fails_with_a_clear_error(tiny, tmp_path):
-  config, mesh, model, tx, _, _, shardings = _setup(tiny, jax.devices()[:1])
-  state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                  out_shardings=shardings)()
+  ctx = _setup(tiny, jax.devices()[:1])
+  config, state = ctx.config, ctx.init_state()
   manager = checkpointing.make_manager(str(tmp_path), keep=1)
   checkpointing.save(manager, 1, state, data_setup.stream_meta(config, 1, 1))
   manager.wait_until_finished()
   tiny.model.scan_layers = True
-  *_, abstract, scanned_shardings = _setup(tiny, jax.devices()[:1])
+  scanned = _setup(tiny, jax.devices()[:1])
   with pytest.raises(ValueError, match="model.scan_layers"):
-    checkpointing.restore(manager, 1, abstract, scanned_shardings)
+    checkpointing.restore(manager, 1, scanned.abstract_state, scanned.state_shardings)
   manager.close()

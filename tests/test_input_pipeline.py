@@ -180,3 +180,54 @@ def test_stream_split_hosts_together_yield_the_one_host_batches(tiny):
         joined = np.concatenate([resumed[0][step - 1][key], resumed[1][step - 1][key]])
         np.testing.assert_array_equal(joined, batch[key], err_msg=f"resumed {key}")
   assert not np.array_equal(hosts[0][0]["video"], hosts[1][0]["video"])
+
+
+def test_eval_scores_every_clip_padding_the_last_batch_and_hosts_split_it(tiny):
+  # 32 held-out clips in global batches of 12: 12 + 12 + 8 real rows, the last batch padded
+  # with copies of its last real clip (valid 0); two hosts (6 rows each) together give exactly
+  # the one-host batches.
+  files = data_setup.prepare(tiny).eval_files
+  whole = _take(_pipeline(tiny, files, train=False, batch_size=12, with_annotations=True), 9)
+  assert [int(b["valid"].sum()) for b in whole] == [12, 12, 8]
+  assert [len(b["valid"]) for b in whole] == [12, 12, 12]
+  last = whole[-1]
+  np.testing.assert_array_equal(last["index"][8:], [last["index"][7]] * 4)
+  np.testing.assert_array_equal(last["video"][11], last["video"][7])
+  real_ids = np.concatenate([b["caption_id"][b["valid"] == 1] for b in whole])
+  assert collections.Counter(real_ids.tolist()) == collections.Counter(
+      _caption_ids(files, unique=False))
+  hosts = [_take(_pipeline(tiny, files, train=False, batch_size=6, with_annotations=True,
+                           host_slice=(h, 2)), 9) for h in range(2)]
+  for step, batch in enumerate(whole):
+    for key in batch:
+      joined = np.concatenate([hosts[0][step][key], hosts[1][step][key]])
+      np.testing.assert_array_equal(joined, batch[key], err_msg=key)
+
+
+def test_sample_captions_draws_each_clips_caption_from_its_list(tiny, tmp_path):
+  # Records with three captions each: training draws one per (seed, stream index), only from
+  # the clip's own list; without sample_captions it is always `caption` (= captions[0]).
+  tokenizer = tokenizer_lib.Tokenizer(data_setup.prepare(tiny).tokenizer_path)
+  (files,) = data_setup.prepare(tiny).train_files
+  path = str(tmp_path / "multi-00000.tfrecord")
+  words = ["red", "blue", "green"]
+  with tf.io.TFRecordWriter(path) as writer:
+    for i, serialized in enumerate(itertools.islice(tf.data.TFRecordDataset(files[0]), 4)):
+      example = tf.train.SequenceExample.FromString(serialized.numpy())
+      captions = [f"a {w} circle number {i}" for w in words]
+      context = example.context.feature
+      context["caption"].bytes_list.value[:] = [captions[0].encode()]
+      context["captions"].bytes_list.value[:] = [c.encode() for c in captions]
+      writer.write(example.SerializeToString())
+  encode = lambda text: tuple(tokenizer.encode([text], tiny.data.max_text_len)[0][0])
+  options = {encode(f"a {w} circle number {i}"): (i, w) for i in range(4) for w in words}
+
+  def drawn(sample):
+    batches = _take(_pipeline(tiny, [path], train=True, batch_size=4, seed=1,
+                              sample_captions=sample), 6)
+    return [options[tuple(row)] for b in batches for row in b["text_tokens"]]
+
+  sampled, fixed = drawn(True), drawn(False)
+  assert {w for _, w in fixed} == {"red"}
+  assert {w for _, w in sampled} == set(words)
+  assert sampled == drawn(True)                  # deterministic in (seed, stream index)

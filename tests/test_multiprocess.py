@@ -11,13 +11,9 @@ import sys
 import jax
 import numpy as np
 
-from data_pipelines import tokenizer as tokenizer_lib
 from svilm import checkpointing
-from svilm import configuration
-from svilm import data_setup
-from svilm import sharding
-from svilm.trainers import pretrain
 from tests.conftest import REPO_ROOT
+from tests.conftest import prepare_and_setup
 
 
 def _free_port() -> int:
@@ -70,17 +66,9 @@ def _run(workdir, cache, *, processes: int, flags=()):
 
 def _params(workdir, cache, step):
   """The parameters of checkpoint `step` in `workdir`, restored onto one device."""
-  config = _default_config(cache)
-  tokenizer = tokenizer_lib.Tokenizer(data_setup.prepare(config).tokenizer_path)
-  config = configuration.finalize(config, num_devices=1, process_count=1,
-                                  vocab_size=tokenizer.vocab_size)
-  devices = jax.devices()[:1]
-  model = pretrain.build_model(config)
-  tx, _ = pretrain.make_optimizer(config)
-  abstract, shardings = pretrain.abstract_state_and_shardings(
-      config, model, tx, sharding.make_mesh(config, devices=devices))
+  ctx, _, _ = prepare_and_setup(_default_config(cache), jax.devices()[:1])
   manager = checkpointing.make_manager(workdir, keep=3)
-  state, _ = checkpointing.restore(manager, step, abstract, shardings)
+  state, _ = checkpointing.restore(manager, step, ctx.abstract_state, ctx.state_shardings)
   manager.close()
   return jax.device_get(state.params)
 
@@ -115,3 +103,16 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
                  flags=("--config.data.host_split=stream", "--config.mesh.fsdp=1"))
   assert "Resumed from checkpoint at step 2" in outputs[0]
   _assert_same_params(_params(str(elastic), shapesworld_cache, 4), reference)
+
+  # Evaluation is a function of the checkpoint and the data alone: the step-4 checkpoint,
+  # evaluated by 1 process x 8 devices and by 2 processes x 4 devices (with a padded last
+  # batch: 32 held-out clips in batches of 24), gives the same eval_results.json, to the bit.
+  results = []
+  for name, processes in (("eval_one", 1), ("eval_two", 2)):
+    shutil.copytree(two / "checkpoints" / "4", tmp_path / name / "checkpoints" / "4")
+    _run(tmp_path / name, shapesworld_cache, processes=processes,
+         flags=("--config.mesh.fsdp=2", "--config.eval.batch_size=24"))
+    with open(tmp_path / name / "eval_results.json") as f:
+      results.append(json.load(f))
+  assert results[0] == results[1]
+  assert results[0]["retrieval/num_clips"] > 24 and results[0]["step"] == 4

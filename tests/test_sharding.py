@@ -13,29 +13,23 @@ import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from data_pipelines import input_pipeline
-from data_pipelines import tokenizer as tokenizer_lib
 from svilm import configuration
 from svilm import data_setup
 from svilm import losses
 from svilm import sharding
 from svilm.models import svilm as svilm_model
-from svilm.trainers import pretrain
+from svilm.tasks import pretrain
+from svilm.trainers import train_step
+from tests.conftest import prepare_and_setup
 
 NUM_STEPS = 3
-
-
-def _finalize(config, num_devices=8, process_count=1):
-  sources = data_setup.prepare(config)
-  tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
-  config = configuration.finalize(config, num_devices=num_devices, process_count=process_count,
-                                  vocab_size=tokenizer.vocab_size)
-  return config, sources, tokenizer
 
 
 @pytest.fixture(scope="module")
 def batches(shapesworld_cache):
   from tests.conftest import tiny_config
-  config, sources, tokenizer = _finalize(tiny_config(shapesworld_cache))
+  ctx, sources, tokenizer = prepare_and_setup(tiny_config(shapesworld_cache))
+  config = ctx.config
   ds = data_setup.make_dataset(config, sources.train_files[0], tokenizer,
                                batch_size=config.batch_size, train=True, seed=config.seed)
   it = input_pipeline.as_numpy(ds)
@@ -45,19 +39,15 @@ def batches(shapesworld_cache):
 def train(config, devices, batches, init_params=None):
   """NUM_STEPS steps on a mesh over `devices` (from `init_params` in the model's layout, if
   given); returns (params, last metrics, shardings)."""
-  config, _, _ = _finalize(config, num_devices=len(devices))
-  mesh = sharding.make_mesh(config, devices=devices)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  _, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                  out_shardings=shardings)()
+  ctx, _, _ = prepare_and_setup(config, devices)
+  shardings = ctx.state_shardings
+  state = ctx.init_state()
   if init_params is not None:
-    state = jax.device_put(state.replace(params=init_params, opt_state=tx.init(init_params)),
-                           shardings)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
+    state = jax.device_put(state.replace(params=init_params,
+                                         opt_state=ctx.tx.init(init_params)), shardings)
+  step = ctx.jit_train_step()
   for batch in batches:
-    state, metrics = step(state, sharding.to_global(batch, mesh))
+    state, metrics = step(state, sharding.to_global(batch, ctx.mesh))
   return jax.device_get(state.params), jax.device_get(metrics), shardings
 
 
@@ -112,20 +102,18 @@ def test_scanned_rematerialised_fsdp_training_equals_the_plain_single_device_run
     tiny, batches, single_device):
   # Same initial weights in the scanned layout, then FSDP x TP with remat: the final weights,
   # converted back, must be those of the plain one-device run.
-  config, _, _ = _finalize(tiny.copy_and_resolve_references(), num_devices=1)
-  model = pretrain.build_model(config)
-  tx, _ = pretrain.make_optimizer(config)
-  plain = jax.jit(functools.partial(pretrain.init_state, model, tx, config))().params
+  plain_ctx, _, _ = prepare_and_setup(tiny.copy_and_resolve_references(), jax.devices()[:1])
+  plain = plain_ctx.init_state().params
   tiny.model.scan_layers = True
   tiny.model.remat = "full"
   tiny.mesh.update(dict(data=1, fsdp=4, model=2))
-  scanned_model = pretrain.build_model(tiny)
+  scanned_model = prepare_and_setup(tiny.copy_and_resolve_references())[0].model
   params, metrics, shardings = train(
       tiny, jax.devices(), batches, svilm_model.convert_layer_layout(plain, scanned_model))
   # The stacked-layer axis is never split; the width is.
   assert _spec(shardings, "video_encoder", "blocks_2_2", "mlp", "fc1", "kernel") == (
       None, "fsdp", "model")
-  unscanned = svilm_model.convert_layer_layout(params, pretrain.build_model(config))
+  unscanned = svilm_model.convert_layer_layout(params, plain_ctx.model)
   _assert_same_training((unscanned, metrics, None), single_device)
 
 
@@ -191,14 +179,14 @@ def test_mesh_shape_rules_and_errors(tiny):
 
 def test_gradient_accumulation_is_the_mean_over_strided_micro_batches(tiny, batches):
   tiny.optim.grad_accum_steps = 2
-  config, _, _ = _finalize(tiny, num_devices=1)
-  model = pretrain.build_model(config)
-  tx, _ = pretrain.make_optimizer(config)
-  params = jax.jit(functools.partial(pretrain.init_state, model, tx, config))().params
+  ctx, _, _ = prepare_and_setup(tiny, jax.devices()[:1])
+  model, config = ctx.model, ctx.config
+  params = ctx.init_state().params
   batch = {k: v for k, v in batches[0].items() if k != "index"}
   rng = jax.random.PRNGKey(7)
-  metrics, grads = jax.jit(functools.partial(pretrain.loss_and_grads, model=model,
-                                             config=config))(params, batch, rng)
+  metrics, grads = jax.jit(functools.partial(
+      train_step.loss_and_grads, ctx.loss_fn, partition=ctx.partition, config=config))(
+          params, {}, batch, rng)
   # By hand: micro-batch i = rows i, i + 2, i + 4, ... with key fold_in(rng, i).
   grad_fn = jax.jit(jax.value_and_grad(
       functools.partial(pretrain.compute_losses, model=model, config=config), has_aux=True))

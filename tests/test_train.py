@@ -1,6 +1,5 @@
 """The train step learns, and a NaN stops training loudly (sharding: tests/test_sharding.py)."""
 
-import functools
 import os
 
 import jax
@@ -8,36 +7,21 @@ import numpy as np
 import pytest
 
 from data_pipelines import input_pipeline
-from data_pipelines import tokenizer as tokenizer_lib
 from svilm import checkpointing
-from svilm import configuration
 from svilm import data_setup
 from svilm import sharding
-from svilm.trainers import pretrain
+from svilm.trainers import trainer
 
 
-def _setup(config):
-  sources = data_setup.prepare(config)
-  tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
-  config = configuration.finalize(config, num_devices=8, process_count=1,
-                                  vocab_size=tokenizer.vocab_size)
-  ds = data_setup.make_dataset(config, sources.train_files[0], tokenizer,
-                               batch_size=config.batch_size, train=True, seed=config.seed)
-  model = pretrain.build_model(config)
-  tx, schedule = pretrain.make_optimizer(config)
-  return config, model, tx, schedule, input_pipeline.as_numpy(ds)
-
-
-def test_training_lowers_the_loss(tiny):
+def test_training_lowers_the_loss(tiny, setup):
   tiny.optim.warmup_steps = 3
   tiny.total_steps = 40
-  config, model, tx, schedule, batches = _setup(tiny)
-  mesh = sharding.make_mesh(config)
-  _, shardings = pretrain.abstract_state_and_shardings(config, model, tx, mesh)
-  step = pretrain.jit_train_step(config, model, tx, schedule, mesh, shardings)
-  state = jax.jit(functools.partial(pretrain.init_state, model, tx, config),
-                  out_shardings=shardings)()
-  batch = sharding.to_global(next(batches), mesh)
+  ctx, sources, tokenizer = setup(tiny)
+  config, mesh = ctx.config, ctx.mesh
+  ds = data_setup.make_dataset(config, sources.train_files[0], tokenizer,
+                               batch_size=config.batch_size, train=True, seed=config.seed)
+  step, state = ctx.jit_train_step(), ctx.init_state()
+  batch = sharding.to_global(next(input_pipeline.as_numpy(ds)), mesh)
   losses = []
   for _ in range(config.total_steps):
     state, metrics = step(state, batch)   # one fixed batch: the model must fit it
@@ -59,8 +43,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
   tiny.optim.grad_clip_norm = 0.0
   tiny.checkpoint_every_steps = 1
   tiny.total_steps = 6
-  with pytest.raises(pretrain.NonFiniteLossError, match="last good checkpoint is step 2"):
-    pretrain.train_and_evaluate(tiny, str(tmp_path))
+  with pytest.raises(trainer.NonFiniteLossError, match="last good checkpoint is step 2"):
+    trainer.train_and_evaluate(tiny, str(tmp_path))
   steps = sorted(int(d) for d in os.listdir(checkpointing.checkpoint_dir(str(tmp_path)))
                  if d.isdigit())
   assert steps == [1, 2]

@@ -64,8 +64,10 @@ class PretrainEvaluator:
                eval_files, tokenizer):
     self._config = config
     self._mesh = mesh
-    self._files = input_pipeline.host_shards(eval_files, jax.process_index(),
-                                             jax.process_count())
+    # Every host reads the whole split and keeps its rows of each global batch, so the global
+    # batches, and with them the cut-and-paste draws (one key per global batch) and every
+    # metric, are the same for any number of hosts and devices.
+    self._files = list(eval_files)
     self._tokenizer = tokenizer
     self._predict = sharding.MeshJit(
         jax.jit(functools.partial(_predict, model=model, config=config),
@@ -74,11 +76,11 @@ class PretrainEvaluator:
 
   def _dataset(self):
     config = self._config
-    max_examples = config.eval.max_clips // jax.process_count() if config.eval.max_clips else 0
     return data_setup.make_dataset(
         config, self._files, self._tokenizer,
         batch_size=config.eval.batch_size // jax.process_count(), train=False,
-        with_annotations=True, max_examples=max_examples)
+        with_annotations=True, max_examples=config.eval.max_clips,
+        host_slice=(jax.process_index(), jax.process_count()))
 
   def collect(self, params) -> dict:
     """Predictions and annotations of the whole held-out set as numpy arrays (all hosts)."""
@@ -88,12 +90,13 @@ class PretrainEvaluator:
       batch = sharding.to_global(local, self._mesh)
       out = self._predict(params, batch, jax.random.fold_in(base_rng, i))
       annotations = {k: batch[k] for k in ("noun_valid", "noun_boxes", "noun_visible",
-                                           "caption_id")}
+                                           "caption_id", "valid")}
       parts.append(multihost_utils.process_allgather({**out, **annotations}, tiled=True))
     if not parts:
-      raise ValueError(f"The held-out split has fewer clips than eval.batch_size="
-                       f"{self._config.eval.batch_size}; nothing to evaluate")
+      raise ValueError("The held-out split is empty; nothing to evaluate")
     out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    real = out.pop("valid") == 1   # drop the padding of the last batch
+    out = {k: v[real] for k, v in out.items()}
     out["video_shape"] = (len(out["text_emb"]), *batch["video"].shape[1:])
     return out
 

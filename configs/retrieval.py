@@ -1,0 +1,76 @@
+r"""Text-video retrieval: finetune a pretrained S-ViLM dual encoder (task `retrieval`).
+
+Command (ShapesWorld, from the default pretraining run's workdir W):
+
+  python -m svilm.main --config=configs/retrieval.py --config.init_from=W --workdir=F
+
+Zero-shot number of the same checkpoint (evaluates the loaded weights, no training):
+
+  python -m svilm.main --config=configs/retrieval.py --config.init_from=W \
+      --config.total_steps=0 --workdir=F0
+
+Hardware and runtime: a 2-core x86 CPU box; measured figures are in docs/tasks.md.
+
+Data: the held-out split of the pretraining ShapesWorld (same generator settings, so the same
+cached build), captions deduplicated as in pretraining's evaluation (`retrieval.
+distinct_captions`). Metrics: `retrieval/t2v_R@1` ... (svilm/evaluators/retrieval_eval.py).
+
+Variants (`--config=configs/retrieval.py:ARG`, comma separated):
+  tiny     a seconds-long smoke run (CI): the tiny model and ShapesWorld of pretrain.py:tiny.
+  msrvtt   MSR-VTT 1k-A at the paper's model size: shards from
+           `python -m data_pipelines.readers.msrvtt` given as --config.data.path (with
+           tokenizer.model beside them, or --config.data.tokenizer), init_from a checkpoint of
+           configs/pretrain_paper.py. Every one of the 1000 test clips is scored.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import pretrain
+from configs import pretrain_paper
+from svilm.tasks import retrieval
+
+_VARIANTS = {"tiny", "msrvtt"}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variants = set(filter(None, (arg or "").split(",")))
+  unknown = variants - _VARIANTS
+  if unknown:
+    raise ValueError(f"Unknown variant(s) {sorted(unknown)} for configs/retrieval.py; known: "
+                     f"{', '.join(sorted(_VARIANTS))}")
+  if "msrvtt" in variants:
+    config = pretrain_paper.paper_config()
+  else:
+    config = pretrain.get_config("tiny" if "tiny" in variants else None)
+  config.task = "retrieval"
+  # Pretraining-only keys: retrieval has no cut-and-paste and one loss.
+  del config["cut_and_paste"]
+  del config["loss"]
+  config.retrieval = retrieval.default_config()
+
+  # Finetuning: a short schedule at a lower peak rate than pretraining's 1e-3.
+  config.total_steps = 600
+  config.log_every_steps = 50
+  config.checkpoint_every_steps = 200
+  config.optim.learning_rate = 2e-4
+  config.optim.warmup_steps = 50
+  config.eval.max_clips = 0                  # the whole held-out split
+
+  if "tiny" in variants:
+    config.total_steps = 6
+    config.log_every_steps = 2
+    config.checkpoint_every_steps = 3
+    config.optim.warmup_steps = 2
+  if "msrvtt" in variants:
+    config.retrieval.benchmark = "msrvtt"
+    config.retrieval.distinct_captions = False
+    config.data.eval_split = "test"          # the 1k-A split the reader writes
+    config.data.num_frames = 12              # (?) CLIP4Clip-style finetuning uses 12 frames
+    config.batch_size = 128
+    config.total_steps = 5000                # (?) about 5 epochs of MSR-VTT 9k x 1 caption
+    config.optim.learning_rate = 1e-5        # (?)
+    config.optim.warmup_steps = 500
+    config.eval.max_clips = 0                # all 1000 (the last of 4 batches is padded)
+  return config

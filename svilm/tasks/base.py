@@ -1,0 +1,99 @@
+"""The Task contract: what a task states about itself, and nothing the generic trainer owns.
+
+A task (pretraining, retrieval, QA, grounding, ...) is one module under svilm/tasks/ with one
+`Task` subclass, registered by name in svilm/tasks/__init__.py. The trainer
+(svilm/trainers/trainer.py) owns everything else: the mesh, abstract state and shardings,
+init / resume / `config.init_from`, the jitted step (micro-batching, norms, NaN stop, frozen
+parameters), checkpoints, SIGTERM, logging and the evaluator cadence. A new task is new files
+plus one registry line, never an edit to the loop.
+
+What a task states:
+  validate_config   checks and derived values of its own config keys, naming the key
+  build_model       the Flax module (Linen)
+  dummy_batch       the batch contract: zeros of every key the step reads, stated once
+  init_variables    model.init on a dummy batch (which arguments the model takes)
+  loss_fn           (params, batch, rng) -> (scalar loss, {metric name: value}), pure, jit-able
+  train_dataset     this host's training batches, from the task's input ops
+  evaluators        the evaluators named in config.evals, each with `run(params) -> metrics`
+  init_from_map     which checkpoint subtrees feed which model subtrees for config.init_from
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Protocol
+
+import jax
+import ml_collections
+from flax import linen as nn
+
+Batch = dict[str, Any]
+Metrics = dict[str, Any]
+
+
+class Evaluator(Protocol):
+  """One evaluation, run by the trainer at its cadence; `run` returns {"<task>/<metric>": v}."""
+  name: str
+  every_steps: int     # 0: only at the end of training
+
+  def run(self, params: Any) -> dict[str, float]:
+    ...
+
+
+@dataclasses.dataclass(frozen=True)
+class DataContext:
+  """What the trainer resolved about the data before building the task's pipelines."""
+  sources: Any          # svilm.data_setup.DataSources
+  tokenizer: Any        # data_pipelines.tokenizer.Tokenizer
+
+
+class Task:
+  """Base class of every task; subclasses override what they need (see the module docstring).
+
+  `name` is the registry name and the prefix of the task's own metric keys. `init_from_map`
+  maps checkpoint subtree paths ("/"-joined; "" is the whole tree) to model subtree paths.
+  """
+  name: str = ""
+  init_from_map: Mapping[str, str] = {}
+
+  def validate_config(self, config: ml_collections.ConfigDict, vocab_size: int | None
+                      ) -> None:
+    """Checks the task's keys of an unlocked copy of `config` and fills derived values.
+
+    vocab_size is None before the tokenizer is known (the early check at start-up). Raise
+    svilm.configuration.ConfigError with a message that names the key.
+    """
+
+  def build_model(self, config: ml_collections.ConfigDict) -> nn.Module:
+    raise NotImplementedError
+
+  def dummy_batch(self, config: ml_collections.ConfigDict, batch_size: int) -> Batch:
+    raise NotImplementedError
+
+  def init_variables(self, model: nn.Module, config: ml_collections.ConfigDict,
+                     rngs: dict[str, jax.Array], batch: Batch) -> dict:
+    """model.init on `batch` (a dummy batch of 2), in inference mode."""
+    raise NotImplementedError
+
+  def loss_fn(self, params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
+              config: ml_collections.ConfigDict) -> tuple[jax.Array, Metrics]:
+    raise NotImplementedError
+
+  def train_dataset(self, config: ml_collections.ConfigDict, data: DataContext, *,
+                    start_index: int, process_index: int, process_count: int):
+    """This host's training batches (a tf.data.Dataset of the batch contract)."""
+    raise NotImplementedError
+
+  def video_grid(self, config: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
+    """The video model's tubelet grid (N_t, H_p, W_p), recorded in checkpoints so that
+    init_from can resample position tables; None for a task without a video model."""
+    return None
+
+  def evaluators(self, config: ml_collections.ConfigDict, data: DataContext, *,
+                 model: nn.Module, mesh: jax.sharding.Mesh, params_shardings: Any
+                 ) -> list[Evaluator]:
+    """The evaluators of config.evals, ready to `run(params)`."""
+    return []
+
+
+LossFn = Callable[..., tuple[jax.Array, Metrics]]

@@ -1,0 +1,128 @@
+"""S-ViLM pretraining as a task: cut-and-paste clips and the three losses.
+
+total = w_c L_contrast + w_t L_temporal + w_g L_grounding (svilm/losses.py; each term logged as
+`loss/<term>`). The held-out evaluation (svilm/evaluators/pretrain_eval.py) reports zero-shot
+retrieval, grounding by pointing and temporal grouping accuracy.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from svilm import configuration
+from svilm import data_setup
+from svilm import losses
+from svilm.evaluators import pretrain_eval
+from svilm.models import svilm as svilm_model
+from svilm.tasks import base
+from svilm.tasks import video_text
+
+require = configuration.require
+
+
+def compute_losses(params, batch, rng, *, model, config):
+  """Cut-and-paste, forward pass and the three S-ViLM losses; returns (total, metrics)."""
+  cut_rng, gumbel_rng, dropout_rng = jax.random.split(rng, 3)
+  video = batch["video"]
+  positions = configuration.num_temporal_positions(config)
+  cut = config.cut_and_paste
+  if cut.enabled:
+    video, fg_mask = losses.cut_and_paste(cut_rng, video, positions, cut.min_span, cut.max_span)
+  else:
+    fg_mask = jnp.ones((video.shape[0], positions), jnp.float32)
+  outputs, intermediates = model.apply(
+      {"params": params}, video, batch["text_tokens"], batch["text_mask"],
+      batch["noun_tokens"], batch["noun_mask"], train=True,
+      rngs={"gumbel": gumbel_rng, "dropout": dropout_rng})
+  weights = fg_mask if config.loss.video_pooling == "foreground" else None
+  video_emb = svilm_model.pool_video_embedding(outputs["clip_emb"], weights)
+  scale = outputs["logit_scale"]
+  terms, metrics = {}, {}
+  terms["contrast"], contrast_metrics = losses.contrastive_loss(
+      video_emb, outputs["text_emb"], scale)
+  if cut.enabled:
+    terms["temporal"] = losses.temporal_grouping_loss(
+        intermediates["clip_features"], fg_mask, config.loss.temporal_temperature,
+        config.loss.temporal_kind)
+  terms["grounding"], grounding_metrics = losses.spatial_grounding_loss(
+      outputs["noun_emb"], batch["noun_valid"], outputs["group_emb"],
+      config.loss.grounding_assign_temperature, scale)
+  total = losses.total_loss(terms, {"contrast": config.loss.contrast_weight,
+                                     "temporal": config.loss.temporal_weight,
+                                     "grounding": config.loss.grounding_weight})
+  metrics.update({f"loss/{name}": value for name, value in terms.items()})
+  metrics.update({f"train/{k}": v for k, v in {**contrast_metrics, **grounding_metrics}.items()})
+  metrics["loss/total"] = total
+  metrics["train/temperature"] = 1.0 / scale
+  return total, metrics
+
+
+class _HeldOut:
+  """The pretraining evaluator at its config.eval_every_steps cadence."""
+  name = "heldout"
+
+  def __init__(self, evaluator: pretrain_eval.PretrainEvaluator, every_steps: int):
+    self._evaluator, self.every_steps = evaluator, every_steps
+
+  def run(self, params) -> dict[str, float]:
+    return self._evaluator.run(params)
+
+
+class PretrainTask(base.Task):
+  """S-ViLM pretraining (SPEC of the method: docs/losses_and_metrics.md)."""
+  name = "pretrain"
+  # Pretraining starts from scratch; init_from continues the whole dual encoder.
+  init_from_map = {"": ""}
+
+  def validate_config(self, config, vocab_size):
+    video_text.validate_video_text_config(config, vocab_size)
+    video_text.require_contrastive_batch(config)
+    data, loss = config.data, config.loss
+    require("{}" in data.noun_prompt,
+            f"data.noun_prompt={data.noun_prompt!r} must contain '{{}}' for the noun")
+    require(loss.video_pooling in ("foreground", "all"),
+            f"loss.video_pooling must be 'foreground' or 'all', got {loss.video_pooling!r}")
+    require(loss.temporal_kind in ("mse", "bce"),
+            f"loss.temporal_kind must be 'mse' or 'bce', got {loss.temporal_kind!r}")
+    positions = configuration.num_temporal_positions(config)
+    cut = config.cut_and_paste
+    if cut.max_span == -1:
+      cut.max_span = positions - 1
+    if cut.enabled:
+      require(positions >= 2, f"cut_and_paste needs >= 2 temporal positions, the clip has "
+              f"{positions} (data.num_frames / model.video.patch_size[0])")
+      require(1 <= cut.min_span <= cut.max_span <= positions - 1,
+              f"cut_and_paste.min_span={cut.min_span} / max_span={cut.max_span} must satisfy "
+              f"1 <= min_span <= max_span <= {positions - 1} (temporal positions - 1, so at "
+              "least one background position remains)")
+    elif loss.temporal_weight:
+      raise configuration.ConfigError(
+          "loss.temporal_weight > 0 needs cut_and_paste.enabled=True (the temporal grouping "
+          "loss is defined on cut-and-paste clips)")
+
+  def build_model(self, config):
+    return video_text.build_model(config)
+
+  def video_grid(self, config):
+    return video_text.video_grid(config)
+
+  def dummy_batch(self, config, batch_size):
+    return video_text.dummy_batch(config, batch_size)
+
+  def init_variables(self, model, config, rngs, batch):
+    return video_text.init_variables(model, rngs, batch)
+
+  def loss_fn(self, params, batch, rng, *, model, config):
+    return compute_losses(params, batch, rng, model=model, config=config)
+
+  def train_dataset(self, config, data, *, start_index, process_index, process_count):
+    return data_setup.train_dataset(config, data.sources, data.tokenizer,
+                                    start_index=start_index, process_index=process_index,
+                                    process_count=process_count)
+
+  def evaluators(self, config, data, *, model, mesh, params_shardings):
+    evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, params_shardings,
+                                                data.sources.eval_files, data.tokenizer)
+    return [_HeldOut(evaluator, config.eval_every_steps)]
