@@ -22,7 +22,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-# Flax LayerNorm's epsilon in vit.layer_norm.
+# Flax LayerNorm's epsilon in layers.layer_norm.
 LN_EPS = 1e-6
 
 
@@ -33,7 +33,7 @@ def _dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
 
 
 class Mlp(nn.Module):
-  """fc1 -> exact GELU -> dropout -> fc2 -> dropout (vit.MlpBlock)."""
+  """fc1 -> exact GELU -> dropout -> fc2 -> dropout (layers.MlpBlock)."""
 
   def __init__(self, width: int, mlp_dim: int, dropout: float):
     super().__init__()
@@ -47,7 +47,7 @@ class Mlp(nn.Module):
 
 
 class SelfAttention(nn.Module):
-  """vit.SelfAttention: q and v with bias, k without; q scaled by 1/sqrt(head_dim).
+  """layers.SelfAttention: q and v with bias, k without; q scaled by 1/sqrt(head_dim).
 
   attention='math' runs the same ops as ours (matmul, float32 softmax, matmul);
   'sdpa' uses F.scaled_dot_product_attention (PyTorch's fused CPU kernel, same function).

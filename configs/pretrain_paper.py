@@ -17,7 +17,7 @@ run at full scale by this project. `--compile_only` (8 fake CPU devices, 2026-11
 1.5 GiB per clip per device (185 GiB at 128 clips per device, 12.1 GiB at 8), so batch 1024
 wants 64+ accelerators, or `optim.grad_accum_steps` on fewer (docs/pretraining.md). The paper's reported results after pretraining on
 VideoCC3M + ActivityNet Captions are MSR-VTT zero-shot text-to-video R@1 28.6 (finetuned 38.4);
-see SPEC.md. `--config.total_steps=...` etc. override anything here.
+see docs/tasks.md. `--config.total_steps=...` etc. override anything here.
 """
 
 from __future__ import annotations

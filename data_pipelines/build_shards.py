@@ -373,6 +373,29 @@ def build_entries(entries: Sequence[annotations.Entry], video_root: str, output_
               tokenizer_path=tokenizer_path if manifest["tokenizer"] else None, line=line)
 
 
+def define_build_flags(what: str = "the entries") -> None:
+  """The decoding and sharding flags every shard builder shares (build_shards, the readers of
+  public benchmarks under data_pipelines/readers/); `build_knobs` reads them back."""
+  flags.DEFINE_integer("num_shards", 8, "Number of shards per split; entry i goes to shard "
+                       "i % n.")
+  flags.DEFINE_float("fps", 8.0, "Frames per second to sample.")
+  flags.DEFINE_integer("short_side", 128, "Short side of the stored frames, in pixels.")
+  flags.DEFINE_integer("max_frames", 0, "Keep at most this many frames per clip (0: all).")
+  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
+  flags.DEFINE_integer("workers", 1, "Processes, one shard each at a time (spawned).")
+  flags.DEFINE_float("max_skipped_fraction", 0.1, "Exit with status 1 when a larger fraction "
+                     f"of {what} is skipped.")
+  flags.DEFINE_integer("tokenizer_vocab_size", 0, "> 0: train OUT/tokenizer.model with this "
+                       "vocabulary on the training captions and nouns.")
+
+
+def build_knobs() -> Dict[str, Any]:
+  """The values of `define_build_flags`' flags, as keyword arguments of `build_entries`."""
+  names = ("num_shards", "fps", "short_side", "max_frames", "jpeg_quality", "workers",
+           "max_skipped_fraction", "tokenizer_vocab_size")
+  return {name: getattr(flags.FLAGS, name) for name in names}
+
+
 def _define_flags() -> None:
   # Defined only when run as a program, so importing this module adds no flags.
   flags.DEFINE_string("input", None, "Annotation file: .csv, .jsonl or ActivityNet .json.")
@@ -380,16 +403,7 @@ def _define_flags() -> None:
                       "relative to (default: the annotation file's directory).")
   flags.DEFINE_string("output", None, "Output directory for shards, manifest and report.")
   flags.DEFINE_string("split", "train", "Split name: the shard file prefix.")
-  flags.DEFINE_integer("num_shards", 8, "Number of shards; entry i goes to shard i % n.")
-  flags.DEFINE_float("fps", 8.0, "Frames per second to sample.")
-  flags.DEFINE_integer("short_side", 128, "Short side of the stored frames, in pixels.")
-  flags.DEFINE_integer("max_frames", 0, "Keep at most this many frames per clip (0: all).")
-  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
-  flags.DEFINE_integer("workers", 1, "Processes, one shard each at a time (spawned).")
-  flags.DEFINE_float("max_skipped_fraction", 0.1, "Exit with status 1 when a larger fraction "
-                     "of the entries is skipped.")
-  flags.DEFINE_integer("tokenizer_vocab_size", 0, "> 0: train OUT/tokenizer.model with this "
-                       "vocabulary on the split's captions and nouns.")
+  define_build_flags()
   flags.mark_flags_as_required(["input", "output"])
 
 
@@ -397,10 +411,7 @@ def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
   summary = build(f.input, f.video_root or os.path.dirname(os.path.abspath(f.input)), f.output,
-                  split=f.split, num_shards=f.num_shards, fps=f.fps, short_side=f.short_side,
-                  max_frames=f.max_frames, jpeg_quality=f.jpeg_quality, workers=f.workers,
-                  max_skipped_fraction=f.max_skipped_fraction,
-                  tokenizer_vocab_size=f.tokenizer_vocab_size)
+                  split=f.split, **build_knobs())
   print(summary["line"])
   if not summary["ok"]:
     print(f"build_shards: more than --max_skipped_fraction={f.max_skipped_fraction} of the "

@@ -13,7 +13,7 @@ import os
 import ml_collections
 
 from svilm import sharding
-from svilm.models import vit
+from svilm.models import layers
 
 # Compute dtypes (parameters and optimizer state stay float32 under either).
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -92,8 +92,8 @@ def finalize(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   model = config.model
   require(model.dtype in COMPUTE_DTYPES,
            f"model.dtype={model.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
-  require(model.remat in vit.REMAT_POLICIES,
-           f"model.remat={model.remat!r} is not one of {sorted(vit.REMAT_POLICIES)}")
+  require(model.remat in layers.REMAT_POLICIES,
+           f"model.remat={model.remat!r} is not one of {sorted(layers.REMAT_POLICIES)}")
   task.validate_config(config, vocab_size)
   config.lock()
   return config

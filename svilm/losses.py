@@ -3,17 +3,18 @@
 Pure jax.numpy functions (no Flax modules), jit-able, with static shapes. The
 model produces the embeddings; these functions only turn them into scalars:
 
-  total = w_contrast * L_contrast + w_t * L_t + w_g * L_g      (SPEC section 1)
+  total = w_contrast * L_contrast + w_temporal * L_temporal + w_grounding * L_grounding
 
 * `contrastive_loss`: symmetric InfoNCE between clip and caption embeddings.
 * `cut_and_paste`: builds the mixed clips and the foreground mask that
   `temporal_grouping_loss` is trained against.
-* `temporal_grouping_loss`: intra-clip foreground/background grouping L_t.
-* `spatial_grounding_loss`: inter-clip noun-to-group-token grounding L_g.
+* `temporal_grouping_loss`: intra-clip foreground/background grouping L_temporal.
+* `spatial_grounding_loss`: inter-clip noun-to-group-token grounding L_grounding.
 * `total_loss`: the weighted sum.
 
-Conventional term names (used by the trainer for logging and by configs for
-weights): 'contrastive', 'temporal_grouping', 'spatial_grounding'.
+The term names, the same everywhere: 'contrast', 'temporal', 'grounding'. They are the
+keys of `total_loss`'s terms, the logged metrics `loss/<term>`, the config weights
+`loss.<term>_weight`, and the formulas' subscripts (docs/losses_and_metrics.md).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def contrastive_loss(
 
   The negatives of clip i are all other captions of the arrays passed in, and
   vice versa. Under `jax.jit` with a batch sharded over devices and hosts the
-  arrays are global, so this is the global-batch loss SPEC asks for (XLA
+  arrays are global, so this is the global-batch loss of the method (XLA
   inserts the all-gathers); do not call it per device inside `shard_map`/`pmap`
   unless a per-device negative set is what you want.
 
@@ -179,11 +180,11 @@ def temporal_grouping_loss(
     temperature: float = 0.1,
     kind: str = 'mse',
 ) -> jax.Array:
-  """Intra-clip temporal grouping loss L_t.
+  """Intra-clip temporal grouping loss L_temporal.
 
   With d^k from `temporal_grouping_logits` and p^k = sigmoid(d^k):
-    kind='mse': L_t = mean over clips b and positions k of (p^k - m^k)^2
-    kind='bce': L_t = mean over b, k of
+    kind='mse': L_temporal = mean over clips b and positions k of (p^k - m^k)^2
+    kind='bce': L_temporal = mean over b, k of
                 -[m^k log p^k + (1-m^k) log(1-p^k)]
                 = m^k softplus(-d^k) + (1-m^k) softplus(d^k)   (stable form)
   Gradients flow through the centres f and b as well as through z^k.
@@ -192,7 +193,7 @@ def temporal_grouping_loss(
     clip_features: [B, P, D] per-position clip features z^k.
     fg_mask: [B, P] foreground mask m from `cut_and_paste`.
     temperature: tau; default 0.1 is unconfirmed in the paper.
-    kind: 'mse' (SPEC default) or 'bce'.
+    kind: 'mse' (the default; the paper's form is unconfirmed) or 'bce'.
 
   Returns:
     Scalar float32 loss. If a clip has no foreground (or no background)
@@ -219,13 +220,13 @@ def spatial_grounding_loss(
     assign_temperature: float,
     logit_scale: jax.Array | float,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Inter-clip spatial grounding loss L_g.
+  """Inter-clip spatial grounding loss L_grounding.
 
   For noun k of caption i and clip j, with c_m = cos(n_ik, g_jm):
     a_m = softmax_m(c_m / assign_temperature)           over the M groups
     s(n_ik, v_j) = sum_m a_m c_m
     logits[i, k, j] = logit_scale * s(n_ik, v_j)
-    L_g = sum_{i,k} valid_ik * CE(logits[i, k, :], i) / sum_{i,k} valid_ik
+    L_grounding = sum_{i,k} valid_ik * CE(logits[i, k, :], i) / sum_{i,k} valid_ik
   i.e. InfoNCE over the clips of the batch (global under jit, as in
   `contrastive_loss`) with clip i as the positive of its own nouns. Padded
   nouns contribute nothing; with no valid noun at all the loss is 0 (not NaN)
@@ -237,7 +238,7 @@ def spatial_grounding_loss(
     noun_valid: [B, K] 1 for real nouns, 0 for padding (bool or number).
     group_emb: [B, M, E] final group token embeddings, L2-normalised.
     assign_temperature: tau_g of the soft region assignment (unconfirmed in
-      the paper; SPEC gives no value).
+      the paper; no value is given).
     logit_scale: scalar 1 / temperature of the InfoNCE.
 
   Returns:
@@ -280,9 +281,10 @@ def total_loss(
   """Weighted sum of the loss terms: total = sum_name weights[name] * terms[name].
 
   Args:
-    terms: name -> scalar loss, e.g. {'contrastive': ..., 'temporal_grouping':
-      ..., 'spatial_grounding': ...}. Leave a disabled loss out of `terms`.
-    weights: name -> weight; a term without a weight gets 1.0 (SPEC default).
+    terms: name -> scalar loss, e.g. {'contrast': ..., 'temporal': ...,
+      'grounding': ...}. Leave a disabled loss out of `terms`.
+    weights: name -> weight; a term without a weight gets 1.0 (the method's
+      default: equal weights).
       A weight of 0 for a term absent from `terms` (a disabled loss) is fine.
 
   Returns:

@@ -44,7 +44,7 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 # Logical parameter axis -> mesh axis. 'embed' is the FSDP dimension (present in every matrix);
 # heads, MLP hidden units and the vocabulary are the Megatron-style tensor-parallel dimensions.
 DEFAULT_RULES = (
-    ("batch", BATCH_AXES),       # activations only (svilm/models/vit.py TOKEN_AXES)
+    ("batch", BATCH_AXES),       # activations only (svilm/models/layers.py TOKEN_AXES)
     ("embed", FSDP_AXIS),
     ("mlp", MODEL_AXIS),
     ("heads", MODEL_AXIS),

@@ -37,7 +37,7 @@ def test_fsdp_shards_the_state_not_the_activations_and_flops_ignore_scan_and_rem
   # slice is the same in both).
   assert fsdp["arguments"] < 0.25 * dp["arguments"], (fsdp["arguments"], dp["arguments"])
   # ... while each device still holds only its 4 clips' activations. Without the batch pin on
-  # the token stream (svilm/models/vit.py TOKEN_AXES) XLA gathered the batch: 2.7x here, 8x
+  # the token stream (svilm/models/layers.py TOKEN_AXES) XLA gathered the batch: 2.7x here, 8x
   # at paper scale.
   assert fsdp["temporaries"] < 1.5 * dp["temporaries"], (fsdp["temporaries"],
                                                          dp["temporaries"])

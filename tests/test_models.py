@@ -14,6 +14,7 @@ from svilm.models import grouping
 from svilm.models import svilm
 from svilm.models import text_encoder
 from svilm.models import video_encoder
+from svilm.models import layers
 from svilm.models import vit
 
 # Video [2, 4, 32, 32, 3] with tubelets (2, 16, 16) -> grid (2, 2, 2), N = 8.
@@ -162,13 +163,13 @@ def test_tubelet_embedding_is_a_linear_map_of_each_patch():
 def test_gelu_is_exact_gelu_hand_computed():
   # Phi(x) and phi(x) of the standard normal, by hand: Phi(1) = 0.8413447461, phi(1) = 0.2419707245.
   x = jnp.array([0.0, 1.0, -1.0, 3.0])
-  np.testing.assert_allclose(vit.gelu(x), [0.0, 0.8413447461, -0.1586552539, 2.9959502665],
+  np.testing.assert_allclose(layers.gelu(x), [0.0, 0.8413447461, -0.1586552539, 2.9959502665],
                              rtol=1e-6, atol=1e-7)
   # d/dx x Phi(x) = Phi(x) + x phi(x).
-  np.testing.assert_allclose(jax.grad(vit.gelu)(1.0), 0.8413447461 + 0.2419707245, rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(layers.gelu)(1.0), 0.8413447461 + 0.2419707245, rtol=1e-6)
   grid = jnp.linspace(-8.0, 8.0, 1001)
-  np.testing.assert_allclose(vit.gelu(grid), nn.gelu(grid, approximate=False), atol=2e-6)
-  np.testing.assert_allclose(jax.vmap(jax.grad(vit.gelu))(grid),
+  np.testing.assert_allclose(layers.gelu(grid), nn.gelu(grid, approximate=False), atol=2e-6)
+  np.testing.assert_allclose(jax.vmap(jax.grad(layers.gelu))(grid),
                              jax.vmap(jax.grad(lambda v: nn.gelu(v, approximate=False)))(grid),
                              atol=4e-6)
 
@@ -294,7 +295,7 @@ def test_group_update_is_mean_of_assigned_values():
   pooled = np.einsum('bnm,bnd->bmd', a, v) / (a.sum(1)[..., None] + 1.0)
   mid = groups + pooled @ p['out']['kernel'] + p['out']['bias']
   y = nn.LayerNorm().apply({'params': p['ln_mlp']}, mid)
-  expected = mid + vit.MlpBlock(32).apply({'params': p['mlp']}, y,
+  expected = mid + layers.MlpBlock(32).apply({'params': p['mlp']}, y,
                                           train=False)
   np.testing.assert_allclose(new_groups, expected, rtol=1e-5, atol=1e-5)
 

@@ -212,27 +212,15 @@ def _define_flags() -> None:
                       "split.")
   flags.DEFINE_string("video_root", None, "Directory holding <video_id>.mp4.")
   flags.DEFINE_string("output", None, "Output directory for shards, manifests and reports.")
-  flags.DEFINE_integer("num_shards", 8, "Shards per split; entry i goes to shard i % n.")
-  flags.DEFINE_float("fps", 8.0, "Frames per second to sample.")
-  flags.DEFINE_integer("short_side", 128, "Short side of the stored frames, in pixels.")
-  flags.DEFINE_integer("max_frames", 0, "Keep at most this many frames per clip (0: all).")
-  flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
-  flags.DEFINE_integer("workers", 1, "Processes, one shard each at a time (spawned).")
-  flags.DEFINE_float("max_skipped_fraction", 0.1, "Exit with status 1 when a larger fraction "
-                     "of a split's videos is skipped.")
-  flags.DEFINE_integer("tokenizer_vocab_size", 0, "> 0: train OUT/tokenizer.model with this "
-                       "vocabulary on the train split's captions and nouns.")
+  build_shards.define_build_flags("a split's videos")
   flags.mark_flags_as_required(["video_root", "output"])
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  summaries = build_msrvtt(
-      f.data_json, f.train_list, f.test_csv, f.video_root, f.output,
-      tokenizer_vocab_size=f.tokenizer_vocab_size, num_shards=f.num_shards, fps=f.fps,
-      short_side=f.short_side, max_frames=f.max_frames, jpeg_quality=f.jpeg_quality,
-      workers=f.workers, max_skipped_fraction=f.max_skipped_fraction)
+  summaries = build_msrvtt(f.data_json, f.train_list, f.test_csv, f.video_root, f.output,
+                          **build_shards.build_knobs())
   for split, summary in summaries.items():
     print(f"{split}: {summary['line']}")
   failed = [split for split, summary in summaries.items() if not summary["ok"]]

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from svilm.models import vit
+from svilm.models import layers
 
 Array = Any
 Dtype = Any
@@ -96,12 +96,12 @@ class GroupingBlock(nn.Module):
     # of a token's logits equally and has exactly zero gradient. Such dead
     # parameters only collect float noise, which Adam inflates to full-size
     # updates; the query path therefore has no biases.
-    g = vit.layer_norm(self.dtype, name='ln_groups', use_bias=False)(groups)
-    x = vit.layer_norm(self.dtype, name='ln_tokens')(tokens)
-    q = vit.dense(d, ('embed', 'kv'), self.dtype, name='query',
+    g = layers.layer_norm(self.dtype, name='ln_groups', use_bias=False)(groups)
+    x = layers.layer_norm(self.dtype, name='ln_tokens')(tokens)
+    q = layers.dense(d, ('embed', 'kv'), self.dtype, name='query',
                   use_bias=False)(g)
-    k = vit.dense(d, ('embed', 'kv'), self.dtype, name='key')(x)
-    v = vit.dense(d, ('embed', 'kv'), self.dtype, name='value')(x)
+    k = layers.dense(d, ('embed', 'kv'), self.dtype, name='key')(x)
+    v = layers.dense(d, ('embed', 'kv'), self.dtype, name='value')(x)
 
     logits = jnp.einsum('bnd,bmd->bnm', k, q,
                         preferred_element_type=jnp.float32) / jnp.sqrt(d)
@@ -116,9 +116,9 @@ class GroupingBlock(nn.Module):
     mass = jnp.sum(a, axis=1)  # [B, M]
     pooled = jnp.einsum('bnm,bnd->bmd', a, v.astype(jnp.float32))
     pooled = pooled / (mass[..., None] + self.eps)
-    groups = groups + vit.dense(d, ('kv', 'embed'), self.dtype, name='out')(
+    groups = groups + layers.dense(d, ('kv', 'embed'), self.dtype, name='out')(
         pooled.astype(self.dtype))
-    y = vit.layer_norm(self.dtype, name='ln_mlp')(groups)
-    groups = groups + vit.MlpBlock(self.mlp_dim, self.dropout, self.dtype,
+    y = layers.layer_norm(self.dtype, name='ln_mlp')(groups)
+    groups = groups + layers.MlpBlock(self.mlp_dim, self.dropout, self.dtype,
                                    name='mlp')(y, train=train)
     return groups, {'soft_assignment': soft, 'assignment': a}

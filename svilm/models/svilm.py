@@ -29,7 +29,7 @@ import numpy as np
 
 from svilm.models import text_encoder
 from svilm.models import video_encoder
-from svilm.models import vit
+from svilm.models import layers
 
 Array = Any
 Dtype = Any
@@ -72,7 +72,7 @@ def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
 def _projection(embed_dim: int, dtype: Dtype, name: str) -> nn.Dense:
   # No bias, as in CLIP: a bias would shift every embedding by the same
   # vector and only fight the L2 normalisation.
-  return vit.dense(embed_dim, ('embed', None), dtype, name=name,
+  return layers.dense(embed_dim, ('embed', None), dtype, name=name,
                    use_bias=False)
 
 
@@ -106,9 +106,9 @@ def convert_layer_layout(params: Mapping[str, Any],
   for key, (scanned, segments) in towers.items():
     is_scanned = next(iter(segments)) in params[key]
     if scanned and not is_scanned:
-      params[key] = vit.stack_params(params[key], segments)
+      params[key] = layers.stack_params(params[key], segments)
     elif not scanned and is_scanned:
-      params[key] = vit.unstack_params(params[key], segments)
+      params[key] = layers.unstack_params(params[key], segments)
   return params
 
 

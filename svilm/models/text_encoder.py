@@ -24,7 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from svilm.models import vit
+from svilm.models import layers
 
 Array = Any
 Dtype = Any
@@ -49,15 +49,15 @@ def stack_layer_params(params: Mapping[str, Any],
   """TextEncoder params, unscanned -> scan_layers=True layout (plain arrays).
 
   `params` is the encoder's own param tree (e.g. SViLM's
-  params['text_encoder']); see `vit.stack_params`.
+  params['text_encoder']); see `layers.stack_params`.
   """
-  return vit.stack_params(params, layer_segments(depth))
+  return layers.stack_params(params, layer_segments(depth))
 
 
 def unstack_layer_params(params: Mapping[str, Any],
                          depth: int) -> dict[str, Any]:
   """Inverse of `stack_layer_params` (scanned -> unscanned layout)."""
-  return vit.unstack_params(params, layer_segments(depth))
+  return layers.unstack_params(params, layer_segments(depth))
 
 
 class BertLayer(nn.Module):
@@ -73,19 +73,19 @@ class BertLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Array, *, train: bool) -> Array:
     d = x.shape[-1]
-    y = vit.SelfAttention(self.num_heads, self.dropout, self.dtype,
+    y = layers.SelfAttention(self.num_heads, self.dropout, self.dtype,
                           kernel_init=BERT_INIT, name='attention')(
                               x, mask, train=train)
     y = nn.Dropout(self.dropout)(y, deterministic=not train)
-    x = vit.layer_norm(self.dtype, name='attention_layernorm',
+    x = layers.layer_norm(self.dtype, name='attention_layernorm',
                        epsilon=BERT_LN_EPS)(x + y)
-    y = vit.dense(self.mlp_dim, ('embed', 'mlp'), self.dtype,
+    y = layers.dense(self.mlp_dim, ('embed', 'mlp'), self.dtype,
                   name='intermediate', kernel_init=BERT_INIT)(x)
-    y = vit.gelu(y)
-    y = vit.dense(d, ('mlp', 'embed'), self.dtype, name='output',
+    y = layers.gelu(y)
+    y = layers.dense(d, ('mlp', 'embed'), self.dtype, name='output',
                   kernel_init=BERT_INIT)(y)
     y = nn.Dropout(self.dropout)(y, deterministic=not train)
-    return vit.layer_norm(self.dtype, name='output_layernorm',
+    return layers.layer_norm(self.dtype, name='output_layernorm',
                           epsilon=BERT_LN_EPS)(x + y)
 
 
@@ -106,7 +106,7 @@ class TextEncoder(nn.Module):
     max_len: size of the position table; longer inputs raise ValueError.
     dropout: dropout on embeddings, attention and block outputs.
     remat: rematerialisation of each BertLayer, 'none', 'dots' or 'full'
-      (see vit.run_blocks): less activation memory in the backward pass for
+      (see layers.run_blocks): less activation memory in the backward pass for
       more recompute.
     scan_layers: run all BertLayers as one nn.scan ('layers'): program
       size and compile time stop growing with depth, the computation is the
@@ -159,19 +159,19 @@ class TextEncoder(nn.Module):
                      nn.with_logical_partitioning(BERT_INIT, (None, 'embed')),
                      (self.max_len, self.width))
     x = x + pos[:length].astype(self.dtype)[None]
-    x = vit.layer_norm(self.dtype, name='embeddings_layernorm',
+    x = layers.layer_norm(self.dtype, name='embeddings_layernorm',
                        epsilon=BERT_LN_EPS)(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
-    attn_mask = vit.padding_to_attention_mask(mask)
+    attn_mask = layers.padding_to_attention_mask(mask)
     layer = functools.partial(BertLayer, self.num_heads, self.mlp_dim,
                               self.dropout, self.dtype)
     if self.scan_layers:
-      x = vit.run_blocks(layer(name=SCANNED_LAYERS), x, attn_mask,
+      x = layers.run_blocks(layer(name=SCANNED_LAYERS), x, attn_mask,
                          train=train, remat=self.remat, scan_length=self.depth)
     else:
       for i in range(self.depth):
-        x = vit.run_blocks(layer(name=f'layer_{i}'), x, attn_mask,
+        x = layers.run_blocks(layer(name=f'layer_{i}'), x, attn_mask,
                            train=train, remat=self.remat)
 
     x = x.reshape(*lead, length, self.width)

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from svilm.models import grouping
+from svilm.models import layers
 from svilm.models import vit
 
 Array = Any
@@ -46,18 +47,18 @@ def default_grouping_layers(depth: int) -> tuple[int, ...]:
   return tuple(sorted({max(1, depth // 2), max(1, (3 * depth) // 4), depth}))
 
 
-def validate_grouping_layers(layers: Sequence[int], depth: int) -> None:
-  """Raises ValueError unless `layers` are distinct ints in [1, depth]."""
-  layers = tuple(layers)
-  if not layers:
+def validate_grouping_layers(group_layers: Sequence[int], depth: int) -> None:
+  """Raises ValueError unless `group_layers` are distinct ints in [1, depth]."""
+  group_layers = tuple(group_layers)
+  if not group_layers:
     raise ValueError('grouping_layers must name at least one layer.')
-  if len(set(layers)) != len(layers):
-    raise ValueError(f'grouping_layers must be distinct, got {layers}.')
-  bad = [l for l in layers
+  if len(set(group_layers)) != len(group_layers):
+    raise ValueError(f'grouping_layers must be distinct, got {group_layers}.')
+  bad = [l for l in group_layers
          if not isinstance(l, numbers.Integral) or not 1 <= l <= depth]
   if bad:
     raise ValueError(f'grouping_layers are 1-based layer indices in '
-                     f'[1, depth={depth}]; got {layers} (bad: {bad}).')
+                     f'[1, depth={depth}]; got {group_layers} (bad: {bad}).')
 
 
 def scan_segments(depth: int, grouping_layers: Sequence[int] | None = None
@@ -97,16 +98,16 @@ def stack_block_params(params: Mapping[str, Any], depth: int,
   """VideoEncoder params, unscanned -> scan_layers=True layout (plain arrays).
 
   `params` is the encoder's own param tree (e.g. SViLM's
-  params['video_encoder']); see `vit.stack_params`.
+  params['video_encoder']); see `layers.stack_params`.
   """
-  return vit.stack_params(params, block_segments(depth, grouping_layers))
+  return layers.stack_params(params, block_segments(depth, grouping_layers))
 
 
 def unstack_block_params(params: Mapping[str, Any], depth: int,
                          grouping_layers: Sequence[int] | None = None
                          ) -> dict[str, Any]:
   """Inverse of `stack_block_params` (scanned -> unscanned layout)."""
-  return vit.unstack_params(params, block_segments(depth, grouping_layers))
+  return layers.unstack_params(params, block_segments(depth, grouping_layers))
 
 
 class VideoEncoder(nn.Module):
@@ -131,7 +132,7 @@ class VideoEncoder(nn.Module):
     gumbel_noise: Gumbel noise on the assignment logits in training.
     gumbel_temperature: temperature of the noisy assignment softmax.
     remat: rematerialisation of each transformer block, 'none', 'dots' or
-      'full' (see vit.run_blocks): less activation memory in the backward
+      'full' (see layers.run_blocks): less activation memory in the backward
       pass for more recompute. Grouping blocks are never rematerialised.
     scan_layers: run each block segment (see `scan_segments`) as one
       nn.scan: program size and compile time stop growing with depth, the
@@ -161,12 +162,12 @@ class VideoEncoder(nn.Module):
 
   def resolved_grouping_layers(self) -> tuple[int, ...]:
     """The validated grouping layers (default filled in)."""
-    layers = self.grouping_layers
-    if layers is None:
-      layers = default_grouping_layers(self.depth)
-    layers = tuple(layers)
-    validate_grouping_layers(layers, self.depth)
-    return layers
+    group_layers = self.grouping_layers
+    if group_layers is None:
+      group_layers = default_grouping_layers(self.depth)
+    group_layers = tuple(group_layers)
+    validate_grouping_layers(group_layers, self.depth)
+    return group_layers
 
   @nn.compact
   def __call__(self, video: Array, *,
@@ -187,7 +188,7 @@ class VideoEncoder(nn.Module):
           per grouping block in layer order (see GroupingBlock); token order
           is t-major, then h, then w (N = N_t*H_p*W_p).
     """
-    layers = self.resolved_grouping_layers()
+    group_layers = self.resolved_grouping_layers()
     n_t, h_p, w_p = self.grid_shape(video.shape)
     batch = video.shape[0]
 
@@ -210,15 +211,15 @@ class VideoEncoder(nn.Module):
     # (param name, scan length or None, 1-based index of its last block).
     if self.scan_layers:
       runs = [(segment_name(a, b), b - a + 1, b)
-              for a, b in scan_segments(self.depth, layers)]
+              for a, b in scan_segments(self.depth, group_layers)]
     else:
       runs = [(f'block_{i}', None, i) for i in range(1, self.depth + 1)]
 
     soft_assignments, assignments = [], []
     for name, scan_length, last in runs:
-      x = vit.run_blocks(block(name=name), x, train=train, remat=self.remat,
+      x = layers.run_blocks(block(name=name), x, train=train, remat=self.remat,
                          scan_length=scan_length)
-      if last in layers:
+      if last in group_layers:
         groups, info = grouping.GroupingBlock(
             mlp_dim=self.mlp_dim, hard=self.hard_assignment,
             gumbel=self.gumbel_noise,
@@ -228,8 +229,8 @@ class VideoEncoder(nn.Module):
         soft_assignments.append(info['soft_assignment'])
         assignments.append(info['assignment'])
 
-    x = vit.layer_norm(self.dtype, name='encoder_norm')(x)
-    groups = vit.layer_norm(self.dtype, name='group_norm')(groups)
+    x = layers.layer_norm(self.dtype, name='encoder_norm')(x)
+    groups = layers.layer_norm(self.dtype, name='group_norm')(groups)
     tokens = x.reshape(batch, n_t, h_p, w_p, self.width)
     return tokens, {
         'clip_features': jnp.mean(tokens, axis=(2, 3)),

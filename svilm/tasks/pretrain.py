@@ -1,22 +1,21 @@
 """S-ViLM pretraining as a task: cut-and-paste clips and the three losses.
 
-total = w_c L_contrast + w_t L_temporal + w_g L_grounding (svilm/losses.py; each term logged as
-`loss/<term>`). The held-out evaluation (svilm/evaluators/pretrain_eval.py) reports zero-shot
-retrieval, grounding by pointing and temporal grouping accuracy.
+total = w_contrast L_contrast + w_temporal L_temporal + w_grounding L_grounding
+(svilm/losses.py; each term logged as `loss/<term>`). The held-out evaluation
+(svilm/evaluators/pretrain_eval.py) reports zero-shot retrieval, grounding by pointing and
+temporal grouping accuracy.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from svilm import configuration
 from svilm import data_setup
 from svilm import losses
 from svilm.evaluators import pretrain_eval
 from svilm.models import svilm as svilm_model
-from svilm.tasks import base
 from svilm.tasks import video_text
 
 require = configuration.require
@@ -70,15 +69,14 @@ class _HeldOut:
     return self._evaluator.run(params)
 
 
-class PretrainTask(base.Task):
-  """S-ViLM pretraining (SPEC of the method: docs/losses_and_metrics.md)."""
+class PretrainTask(video_text.VideoTextTask):
+  """S-ViLM pretraining (the method, exactly: docs/losses_and_metrics.md)."""
   name = "pretrain"
   # Pretraining starts from scratch; init_from continues the whole dual encoder.
   init_from_map = {"": ""}
 
   def validate_config(self, config, vocab_size):
-    video_text.validate_video_text_config(config, vocab_size)
-    video_text.require_contrastive_batch(config)
+    super().validate_config(config, vocab_size)
     data, loss = config.data, config.loss
     require("{}" in data.noun_prompt,
             f"data.noun_prompt={data.noun_prompt!r} must contain '{{}}' for the noun")
@@ -101,12 +99,6 @@ class PretrainTask(base.Task):
       raise configuration.ConfigError(
           "loss.temporal_weight > 0 needs cut_and_paste.enabled=True (the temporal grouping "
           "loss is defined on cut-and-paste clips)")
-
-  def build_model(self, config):
-    return video_text.build_model(config)
-
-  def video_grid(self, config):
-    return video_text.video_grid(config)
 
   def dummy_batch(self, config, batch_size):
     return video_text.dummy_batch(config, batch_size)

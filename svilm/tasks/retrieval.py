@@ -21,7 +21,6 @@ from svilm import data_setup
 from svilm import losses
 from svilm.evaluators import retrieval_eval
 from svilm.models import svilm as svilm_model
-from svilm.tasks import base
 from svilm.tasks import video_text
 
 BENCHMARKS = ("shapesworld", "msrvtt")
@@ -45,15 +44,14 @@ def compute_loss(params, batch, rng, *, model, config):
   return loss, metrics
 
 
-class RetrievalTask(base.Task):
+class RetrievalTask(video_text.VideoTextTask):
   """Text-video retrieval finetuning (configs/retrieval.py)."""
   name = "retrieval"
   # The whole dual encoder: towers, projections, temperature.
   init_from_map = {"": ""}
 
   def validate_config(self, config, vocab_size):
-    video_text.validate_video_text_config(config, vocab_size)
-    video_text.require_contrastive_batch(config)
+    super().validate_config(config, vocab_size)
     benchmark = config.retrieval.benchmark
     configuration.require(benchmark in BENCHMARKS,
                           f"retrieval.benchmark={benchmark!r} is not one of {BENCHMARKS}")
@@ -61,12 +59,6 @@ class RetrievalTask(base.Task):
         benchmark == "shapesworld" or config.data.path,
         f"retrieval.benchmark={benchmark!r} reads your shards: pass "
         "--config.data.path=SHARD_DIR (for MSR-VTT: python -m data_pipelines.readers.msrvtt)")
-
-  def build_model(self, config):
-    return video_text.build_model(config)
-
-  def video_grid(self, config):
-    return video_text.video_grid(config)
 
   def dummy_batch(self, config, batch_size):
     batch = video_text.dummy_batch(config, batch_size)

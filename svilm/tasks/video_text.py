@@ -13,6 +13,7 @@ import ml_collections
 from data_pipelines import video_ops
 from svilm import configuration
 from svilm.models import svilm as svilm_model
+from svilm.tasks import base
 
 require = configuration.require
 
@@ -105,3 +106,17 @@ def init_variables(model: svilm_model.SViLM, rngs: dict, batch: dict) -> dict:
   """model.init through the full dual encoder (both towers, nouns included)."""
   return model.init(rngs, batch["video"], batch["text_tokens"], batch["text_mask"],
                     batch["noun_tokens"], batch["noun_mask"], train=False)
+
+
+class VideoTextTask(base.Task):
+  """A task on the S-ViLM dual encoder of config.model, reading clips per config.data."""
+
+  def validate_config(self, config, vocab_size):
+    validate_video_text_config(config, vocab_size)
+    require_contrastive_batch(config)
+
+  def build_model(self, config):
+    return build_model(config)
+
+  def video_grid(self, config):
+    return video_grid(config)
