@@ -11,6 +11,7 @@ import ml_collections
 from absl import logging
 
 from data_pipelines import input_pipeline
+from data_pipelines import ops
 from data_pipelines.shapesworld import build as shapesworld_build
 
 
@@ -70,10 +71,24 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
       tokenizer_path=tokenizer)
 
 
+def clip_ops(config: ml_collections.ConfigDict, *, train: bool, seed: int) -> list:
+  """The clip ops of config.data: frames, crop (random resized when training and
+  data.train_crop_area[0] < 1, else the centre square), flip (data.train_flip), normalize."""
+  data = config.data
+  example_ops = [
+      ops.Frames(data.num_frames, data.frame_stride, train=train, seed=seed),
+      ops.Crop(data.resolution, tuple(data.train_crop_area),
+               tuple(data.train_crop_aspect_ratio), train=train, seed=seed)]
+  if data.train_flip:
+    example_ops.append(ops.Flip(train=train, seed=seed))
+  example_ops.append(ops.Normalize(data.normalization))
+  return example_ops
+
+
 def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_size: int,
                  train: bool, **kwargs):
-  """`input_pipeline.make_dataset` with the clip, augmentation and text settings of
-  `config.data`."""
+  """`input_pipeline.make_dataset` (clips, captions and prompted nouns) with the clip,
+  augmentation and text settings of `config.data`."""
   data = config.data
   augment = input_pipeline.Augmentation(
       crop_area=tuple(data.train_crop_area), crop_aspect_ratio=tuple(data.train_crop_aspect_ratio),
@@ -86,14 +101,11 @@ def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_s
       augment=augment, **kwargs)
 
 
-def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, tokenizer, *,
-                  start_index: int, process_index: int, process_count: int,
-                  sample_captions: bool = False):
-  """This host's training batches (global batch / hosts each), split per data.host_split.
-
-  sample_captions: draw each clip's caption from its `captions` list (retrieval training on
-  several captions per video) instead of always taking `caption`.
-  """
+def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, *, example_ops,
+                  batch_ops, start_index: int, process_index: int, process_count: int):
+  """This host's training batches (global batch / hosts each) through a task's input ops,
+  split between hosts per data.host_split. The ops must be built with train=True and
+  seed=config.seed (the stream's seed)."""
   local_batch = config.batch_size // process_count
   if config.data.host_split == "stream":
     files, host_slice = sources.train_files, (process_index, process_count)
@@ -103,10 +115,10 @@ def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, token
     host_slice = None
   if sources.train_weights is None:
     (files,) = files
-  return make_dataset(config, files, tokenizer, batch_size=local_batch, train=True,
-                      seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
-                      start_index=start_index, weights=sources.train_weights,
-                      host_slice=host_slice, sample_captions=sample_captions)
+  return input_pipeline.make_dataset_from_ops(
+      files, example_ops=example_ops, batch_ops=batch_ops, batch_size=local_batch,
+      train=True, seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
+      start_index=start_index, weights=sources.train_weights, host_slice=host_slice)
 
 
 def stream_meta(config: ml_collections.ConfigDict, step: int, process_count: int) -> dict:

@@ -13,6 +13,11 @@ Every clip of the split is scored: the last batch is padded and the padding mask
 smaller than a batch works. Each host reads the whole split and embeds its rows of each global
 batch, so the numbers do not depend on the number of hosts or devices.
 
+`empty_query=True` is the control that removes the input retrieval should read: every
+caption is replaced by the empty string, so every query embeds alike and, under the
+pessimistic tie rule, R@1 must fall to 0 and the median rank to the number of clips; a
+higher number would mean the score leaks the answer some other way (order, padding).
+
 `distinct_captions=True` (ShapesWorld, whose template captions repeat) first drops every clip
 whose first caption already belongs to an earlier clip, exactly as the pretraining evaluator
 does: a duplicate caption's other clip would be an equally right answer counted as a miss.
@@ -66,8 +71,10 @@ class RetrievalEvaluator:
   name = "retrieval"
 
   def __init__(self, config: ml_collections.ConfigDict, model, mesh, params_shardings,
-               eval_files, tokenizer, *, every_steps: int, distinct_captions: bool):
+               eval_files, tokenizer, *, every_steps: int, distinct_captions: bool,
+               empty_query: bool = False):
     self.every_steps = every_steps
+    self._empty_query = empty_query
     self._config, self._mesh, self._tokenizer = config, mesh, tokenizer
     self._files = list(eval_files)
     self._distinct = distinct_captions
@@ -126,6 +133,8 @@ class RetrievalEvaluator:
     for new_index, clip in enumerate(keep):
       texts.extend(self._captions[clip])
       owner.extend([new_index] * len(self._captions[clip]))
+    if self._empty_query:
+      texts = [""] * len(texts)
     similarity = self.text_embeddings(params, texts) @ videos[keep].T
     return retrieval.multi_caption_retrieval_metrics(similarity, np.asarray(owner),
                                                      prefix="retrieval/")

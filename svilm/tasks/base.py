@@ -13,7 +13,7 @@ What a task states:
   dummy_batch       the batch contract: zeros of every key the step reads, stated once
   init_variables    model.init on a dummy batch (which arguments the model takes)
   loss_fn           (params, batch, rng) -> (scalar loss, {metric name: value}), pure, jit-able
-  train_dataset     this host's training batches, from the task's input ops
+  input_ops         the data_pipelines/ops.py ops that turn a record into that batch
   evaluators        the evaluators named in config.evals, each with `run(params) -> metrics`
   init_from_map     which checkpoint subtrees feed which model subtrees for config.init_from
 """
@@ -79,10 +79,20 @@ class Task:
               config: ml_collections.ConfigDict) -> tuple[jax.Array, Metrics]:
     raise NotImplementedError
 
+  def input_ops(self, config: ml_collections.ConfigDict, tokenizer: Any, *, train: bool
+                ) -> tuple[list, list]:
+    """(example ops, batch ops) that turn a record into the batch contract
+    (data_pipelines/ops.py); built with this `train` and seed=config.seed."""
+    raise NotImplementedError
+
   def train_dataset(self, config: ml_collections.ConfigDict, data: DataContext, *,
                     start_index: int, process_index: int, process_count: int):
-    """This host's training batches (a tf.data.Dataset of the batch contract)."""
-    raise NotImplementedError
+    """This host's training batches: the task's input ops over the configured shards."""
+    from svilm import data_setup   # data_setup imports the data pipeline; keep base light
+    example_ops, batch_ops = self.input_ops(config, data.tokenizer, train=True)
+    return data_setup.train_dataset(config, data.sources, example_ops=example_ops,
+                                    batch_ops=batch_ops, start_index=start_index,
+                                    process_index=process_index, process_count=process_count)
 
   def video_grid(self, config: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
     """The video model's tubelet grid (N_t, H_p, W_p), recorded in checkpoints so that

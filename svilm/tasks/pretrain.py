@@ -11,6 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from data_pipelines import ops
 from svilm import configuration
 from svilm import data_setup
 from svilm import losses
@@ -109,10 +110,16 @@ class PretrainTask(video_text.VideoTextTask):
   def loss_fn(self, params, batch, rng, *, model, config):
     return compute_losses(params, batch, rng, model=model, config=config)
 
-  def train_dataset(self, config, data, *, start_index, process_index, process_count):
-    return data_setup.train_dataset(config, data.sources, data.tokenizer,
-                                    start_index=start_index, process_index=process_index,
-                                    process_count=process_count)
+  def input_ops(self, config, tokenizer, *, train):
+    """Clips, the caption and the first data.num_nouns nouns in data.noun_prompt, tokenised
+    (the batch contract of data_pipelines/input_pipeline.py)."""
+    data = config.data
+    example_ops = data_setup.clip_ops(config, train=train, seed=config.seed) + [
+        ops.Caption(train=train, seed=config.seed), ops.Nouns(data.num_nouns)]
+    batch_ops = [ops.Tokenize(tokenizer, "caption", data.max_text_len, name="text"),
+                 ops.Tokenize(tokenizer, "nouns", data.max_noun_len, name="noun",
+                              prompt=data.noun_prompt)]
+    return example_ops, batch_ops
 
   def evaluators(self, config, data, *, model, mesh, params_shardings):
     evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, params_shardings,

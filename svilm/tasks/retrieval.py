@@ -16,6 +16,7 @@ from __future__ import annotations
 import jax
 import ml_collections
 
+from data_pipelines import ops
 from svilm import configuration
 from svilm import data_setup
 from svilm import losses
@@ -73,18 +74,19 @@ class RetrievalTask(video_text.VideoTextTask):
   def loss_fn(self, params, batch, rng, *, model, config):
     return compute_loss(params, batch, rng, model=model, config=config)
 
-  def train_dataset(self, config, data, *, start_index, process_index, process_count):
-    ds = data_setup.train_dataset(config, data.sources, data.tokenizer,
-                                  start_index=start_index, process_index=process_index,
-                                  process_count=process_count, sample_captions=True)
-    keys = ("video", "text_tokens", "text_mask")
-    return ds.map(lambda batch: {k: batch[k] for k in keys})
+  def input_ops(self, config, tokenizer, *, train):
+    """Clips and one caption each, drawn from the clip's `captions` when training."""
+    example_ops = data_setup.clip_ops(config, train=train, seed=config.seed) + [
+        ops.Caption(sample=train, train=train, seed=config.seed)]
+    batch_ops = [ops.Tokenize(tokenizer, "caption", config.data.max_text_len, name="text")]
+    return example_ops, batch_ops
 
   def evaluators(self, config, data, *, model, mesh, params_shardings):
     return [retrieval_eval.RetrievalEvaluator(
         config, model, mesh, params_shardings, data.sources.eval_files, data.tokenizer,
         every_steps=config.eval_every_steps,
-        distinct_captions=config.retrieval.distinct_captions)]
+        distinct_captions=config.retrieval.distinct_captions,
+        empty_query=config.retrieval.empty_query_control)]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -93,4 +95,6 @@ def default_config() -> ml_collections.ConfigDict:
       benchmark="shapesworld",
       # Drop clips whose first caption repeats an earlier clip's (template captions repeat);
       # False for real benchmarks, where every test clip counts.
-      distinct_captions=True))
+      distinct_captions=True,
+      # The control run: every query caption replaced by "" at evaluation (R@1 must be 0).
+      empty_query_control=False))
