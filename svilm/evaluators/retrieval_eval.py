@@ -14,9 +14,10 @@ smaller than a batch works. Each host reads the whole split and embeds its rows 
 batch, so the numbers do not depend on the number of hosts or devices.
 
 `empty_query=True` is the control that removes the input retrieval should read: every
-caption is replaced by the empty string, so every query embeds alike and, under the
-pessimistic tie rule, R@1 must fall to 0 and the median rank to the number of clips; a
-higher number would mean the score leaks the answer some other way (order, padding).
+caption is replaced by the empty string, so every query embeds alike and ranks the clips in
+the same order; the t2v ranks are then a permutation of 1..N, so R@k must be exactly k / N
+(chance) and MdR (N + 1) / 2. Anything better would mean the score leaks the answer some
+other way (order, padding).
 
 `distinct_captions=True` (ShapesWorld, whose template captions repeat) first drops every clip
 whose first caption already belongs to an earlier clip, exactly as the pretraining evaluator

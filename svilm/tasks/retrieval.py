@@ -96,5 +96,5 @@ def default_config() -> ml_collections.ConfigDict:
       # Drop clips whose first caption repeats an earlier clip's (template captions repeat);
       # False for real benchmarks, where every test clip counts.
       distinct_captions=True,
-      # The control run: every query caption replaced by "" at evaluation (R@1 must be 0).
+      # The control run: every query caption replaced by "" at evaluation (R@k must be k/N).
       empty_query_control=False))
