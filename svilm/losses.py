@@ -24,13 +24,10 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
+from svilm.models import layers
+
 # Guards divisions by norms and counts; small enough not to move real values.
 _EPS = 1e-12
-
-
-def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
-  # sqrt(sum + eps) rather than max(norm, eps): the gradient stays finite at 0.
-  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + _EPS)
 
 
 def contrastive_loss(
@@ -168,9 +165,9 @@ def temporal_grouping_logits(
   m = fg_mask.astype(jnp.float32)[..., None]  # [B, P, 1]
   fg_centre = jnp.sum(m * z, 1) / jnp.maximum(jnp.sum(m, 1), _EPS)
   bg_centre = jnp.sum((1 - m) * z, 1) / jnp.maximum(jnp.sum(1 - m, 1), _EPS)
-  zn = _l2_normalize(z)
-  cos_f = jnp.einsum('bpd,bd->bp', zn, _l2_normalize(fg_centre))
-  cos_b = jnp.einsum('bpd,bd->bp', zn, _l2_normalize(bg_centre))
+  zn = layers.l2_normalize(z)
+  cos_f = jnp.einsum('bpd,bd->bp', zn, layers.l2_normalize(fg_centre))
+  cos_b = jnp.einsum('bpd,bd->bp', zn, layers.l2_normalize(bg_centre))
   return (cos_f - cos_b) / temperature
 
 

@@ -322,3 +322,11 @@ def test_text_encoder_ignores_padding_and_handles_leading_dims():
   assert np.all(np.isfinite(empty))
   with pytest.raises(ValueError, match='max_len'):
     encoder.apply(variables, *_text(4, (B, 9)), train=False)
+
+
+def test_l2_normalize_values_and_a_finite_gradient_at_zero():
+  x = jnp.array([[3.0, 4.0], [0.0, 0.0]])
+  np.testing.assert_allclose(layers.l2_normalize(x), [[0.6, 0.8], [0.0, 0.0]], atol=1e-7)
+  # The gradient through a norm at a zero vector is 0/0 = NaN; this form's is rsqrt(eps) I.
+  grad = jax.grad(lambda v: layers.l2_normalize(v)[0])(jnp.zeros(2))
+  np.testing.assert_allclose(grad, [1e6, 0.0], rtol=1e-5)

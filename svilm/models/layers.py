@@ -74,6 +74,17 @@ def gelu(x: Array) -> Array:
   return 0.5 * x * (1 + jax.lax.erf(x * jnp.asarray(_INV_SQRT2, x.dtype)))
 
 
+def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
+  """x / sqrt(||x||_2^2 + eps) along `axis`: the one L2 normalisation of the codebase.
+
+  sqrt(sum + eps) rather than max(norm, eps): at a zero vector (an empty foreground, a padded
+  row) the gradient of the norm is 0/0 = NaN, which max() does not stop, while this form's is
+  finite (rsqrt(eps) times the identity). A zero vector stays zero; for ||x|| >> sqrt(eps) =
+  1e-6 the result is x / ||x|| to float rounding.
+  """
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
+
+
 def layer_norm(dtype: Dtype, name: str | None = None,
                epsilon: float = 1e-6, use_bias: bool = True) -> nn.LayerNorm:
   """LayerNorm whose scale and bias carry the logical axis name 'embed'."""

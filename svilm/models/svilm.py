@@ -38,23 +38,18 @@ Dtype = Any
 MAX_LOGIT_SCALE = 100.0
 
 
-def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-6) -> Array:
-  """x / max(||x||_2, eps) along `axis` (zero vectors stay zero)."""
-  norm = jnp.linalg.norm(x, axis=axis, keepdims=True)
-  return x / jnp.maximum(norm, eps)
-
-
 def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
                          eps: float = 1e-6) -> Array:
   """Video embedding from per-position clip embeddings.
 
-  v_b = l2_normalize(sum_k w[b,k] clip_emb[b,k] / max(sum_k w[b,k], eps)).
+  v_b = layers.l2_normalize(sum_k w[b,k] clip_emb[b,k] / max(sum_k w[b,k], eps)).
 
   Args:
     clip_emb: [B, N_t, E] projected, unnormalised clip embeddings.
     weights: [B, N_t] non-negative weights (e.g. the cut-and-paste
       foreground mask), or None for a plain mean over all positions.
-    eps: guards both divisions; an all-zero weight row gives a zero vector.
+    eps: guards the division by the total weight; an all-zero weight row gives
+      a zero vector.
 
   Returns:
     [B, E] L2-normalised embeddings (float32).
@@ -66,7 +61,7 @@ def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
   total = jnp.sum(weights, axis=1, keepdims=True)  # [B, 1]
   pooled = jnp.einsum('bk,bke->be', weights, clip_emb)
   pooled = pooled / jnp.maximum(total, eps)
-  return l2_normalize(pooled, eps=eps)
+  return layers.l2_normalize(pooled)
 
 
 def _projection(embed_dim: int, dtype: Dtype, name: str) -> nn.Dense:
@@ -161,7 +156,7 @@ class SViLM(nn.Module):
     """
     tokens, inter = self.video_encoder(video, train=train)
     clip_emb = self.video_proj(inter['clip_features']).astype(jnp.float32)
-    group_emb = l2_normalize(
+    group_emb = layers.l2_normalize(
         self.group_proj(inter['group_tokens']).astype(jnp.float32))
     outputs = {'clip_emb': clip_emb, 'group_emb': group_emb}
     return outputs, {**inter, 'clip_emb': clip_emb, 'tokens': tokens}
@@ -174,7 +169,7 @@ class SViLM(nn.Module):
     'pooled' [..., D_text] (the [CLS] state before projection).
     """
     pooled, inter = self.text_encoder(tokens, mask, train=train)
-    emb = l2_normalize(self.text_proj(pooled).astype(jnp.float32))
+    emb = layers.l2_normalize(self.text_proj(pooled).astype(jnp.float32))
     return emb, {**inter, 'pooled': pooled}
 
   def logit_scale(self) -> Array:
