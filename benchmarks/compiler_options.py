@@ -52,17 +52,19 @@ def parse_variant(text: str) -> tuple[str, dict]:
   return name, parsed
 
 
-def compare(config, variants: list[tuple[str, dict]], *, steps: int, rounds: int,
-            warmup: int) -> list[dict]:
+def compare(
+  config, variants: list[tuple[str, dict]], *, steps: int, rounds: int, warmup: int
+) -> list[dict]:
   """Times the train step of a finalized `config` under each (name, options), interleaved."""
   import jax
   import numpy as np
+
   step, init, batch, _ = train_step.build_train_step(config)
   # The baseline runs first and last in every round: its two ratios show the noise floor.
   runs = [("baseline", {})] + variants + [("baseline (again)", {})]
   lowered = step.lower(init(), batch)
   compiled = {}
-  for name, options in runs:
+  for _, options in runs:
     if json.dumps(options, sort_keys=True) not in compiled:
       compiled[json.dumps(options, sort_keys=True)] = lowered.compile(options)
   states = [init() for _ in runs]
@@ -81,30 +83,51 @@ def compare(config, variants: list[tuple[str, dict]], *, steps: int, rounds: int
     for i in range(len(runs)):
       times[i].extend(run(i) for _ in range(steps))
   base = float(np.median(times[0]))
-  return [{"name": name, "options": options, "step_ms": 1e3 * float(np.median(t)),
-           "min_ms": 1e3 * min(t), "max_ms": 1e3 * max(t),
-           "ratio": float(np.median(t)) / base} for (name, options), t in zip(runs, times)]
+  return [
+    {
+      "name": name,
+      "options": options,
+      "step_ms": 1e3 * float(np.median(t)),
+      "min_ms": 1e3 * min(t),
+      "max_ms": 1e3 * max(t),
+      "ratio": float(np.median(t)) / base,
+    }
+    for (name, options), t in zip(runs, times)
+  ]
 
 
 def main(argv) -> None:
   del argv
   import jax
+
   from svilm import configuration
+
   variants = [parse_variant(v) for v in _VARIANTS.value]
   config = train_step._CONFIG.value
-  vocab = (config.model.text.vocab_size if config.model.text.vocab_size != -1
-           else train_step._VOCAB.value)
-  config = configuration.finalize(config, num_devices=jax.device_count(),
-                                  process_count=jax.process_count(), vocab_size=vocab)
-  results = compare(config, variants, steps=train_step._STEPS.value,
-                    rounds=train_step._REPEATS.value, warmup=train_step._WARMUP.value)
+  vocab = (
+    config.model.text.vocab_size if config.model.text.vocab_size != -1 else train_step._VOCAB.value
+  )
+  config = configuration.finalize(
+    config, num_devices=jax.device_count(), process_count=jax.process_count(), vocab_size=vocab
+  )
+  results = compare(
+    config,
+    variants,
+    steps=train_step._STEPS.value,
+    rounds=train_step._REPEATS.value,
+    warmup=train_step._WARMUP.value,
+  )
   for r in results:
-    print(f"{r['step_ms']:8.1f} ms ({r['min_ms']:.1f}-{r['max_ms']:.1f})  ratio "
-          f"{r['ratio']:.3f}  {r['name']} {r['options'] or ''}", flush=True)
+    print(
+      f"{r['step_ms']:8.1f} ms ({r['min_ms']:.1f}-{r['max_ms']:.1f})  ratio "
+      f"{r['ratio']:.3f}  {r['name']} {r['options'] or ''}",
+      flush=True,
+    )
   print(json.dumps({"variants": results}))
 
 
 if __name__ == "__main__":
   from svilm import host_memory
-  host_memory.ensure_malloc_hugepages()   # re-executes once: svilm/host_memory.py
+
+  host_memory.ensure_malloc_hugepages()  # re-executes once: svilm/host_memory.py
   app.run(main)

@@ -72,24 +72,30 @@ _FRAMES = flags.DEFINE_list("frames", ["8", "16", "32"], "data.num_frames values
 _RESOLUTIONS = flags.DEFINE_list("resolutions", ["64", "96", "128"], "data.resolution values.")
 _GROUPS = flags.DEFINE_list("groups", ["4", "8", "16", "32"], "model.video.num_groups values.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["16", "32", "64", "128"], "batch_size values.")
-_MESHES = flags.DEFINE_list("meshes", ["8x1x1", "1x8x1", "4x1x2", "2x2x2"],
-                            "Meshes of the mesh sweep, each data x fsdp x model.")
+_MESHES = flags.DEFINE_list(
+  "meshes",
+  ["8x1x1", "1x8x1", "4x1x2", "2x2x2"],
+  "Meshes of the mesh sweep, each data x fsdp x model.",
+)
 _MESH_DEVICES = flags.DEFINE_integer("mesh_devices", 8, "Fake CPU devices of the mesh sweep.")
-_SUPERLINEAR = flags.DEFINE_float("superlinear_exponent", 1.15,
-                                  "Growth exponents above this are marked super-linear.")
+_SUPERLINEAR = flags.DEFINE_float(
+  "superlinear_exponent", 1.15, "Growth exponents above this are marked super-linear."
+)
 _MESH_WORKER = flags.DEFINE_bool("mesh_worker", False, "Internal: run the mesh sweep here.")
 
 # sweep -> (config key it sets, the flag holding its values, the growth variable x).
 KNOBS = {
-    "frames": ("data.num_frames", _FRAMES, "video_tokens"),
-    "resolution": ("data.resolution", _RESOLUTIONS, "video_tokens"),
-    "groups": ("model.video.num_groups", _GROUPS, "num_groups"),
-    "batch": ("batch_size", _BATCH_SIZES, "batch_size"),
+  "frames": ("data.num_frames", _FRAMES, "video_tokens"),
+  "resolution": ("data.resolution", _RESOLUTIONS, "video_tokens"),
+  "groups": ("model.video.num_groups", _GROUPS, "num_groups"),
+  "batch": ("batch_size", _BATCH_SIZES, "batch_size"),
 }
 PARTS = ("video_attention", "grouping", "batch_similarity")
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
-MESH_NOTE = ("mesh sweep: fake XLA:CPU devices share this machine's cores, so its step times "
-             "measure partitioning and collective overhead, not scaling")
+MESH_NOTE = (
+  "mesh sweep: fake XLA:CPU devices share this machine's cores, so its step times "
+  "measure partitioning and collective overhead, not scaling"
+)
 
 
 def video_tokens(config) -> int:
@@ -111,9 +117,9 @@ def analytic_flops(config) -> dict[str, float]:
   video = config.model.video
   b, n, d, m = config.batch_size, video_tokens(config), video.width, video.num_groups
   return {
-      "video_attention": 12.0 * video.depth * b * n * n * d,
-      "grouping": 12.0 * len(video.grouping_layers) * b * n * m * d,
-      "batch_similarity": 6.0 * b * b * config.model.embed_dim * (1 + config.data.num_nouns * m),
+    "video_attention": 12.0 * video.depth * b * n * n * d,
+    "grouping": 12.0 * len(video.grouping_layers) * b * n * m * d,
+    "batch_similarity": 6.0 * b * b * config.model.embed_dim * (1 + config.data.num_nouns * m),
   }
 
 
@@ -150,17 +156,17 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, int]]:
     if not match:
       continue
     rhs = match.group(1)
-    if rhs.startswith("("):   # a tuple result type: up to its matching parenthesis
+    if rhs.startswith("("):  # a tuple result type: up to its matching parenthesis
       depth = 0
-      for end, char in enumerate(rhs):
+      for end, char in enumerate(rhs):  # noqa: B007 (end is read after the loop)
         depth += {"(": 1, ")": -1}.get(char, 0)
         if depth == 0:
           break
-      result_type, rest = rhs[:end + 1], rhs[end + 1:]
+      result_type, rest = rhs[: end + 1], rhs[end + 1 :]
     else:
       result_type, _, rest = rhs.partition(" ")
     opcode = rest.strip().split("(", 1)[0].strip()
-    kind = opcode[:-len("-done")] if opcode.endswith("-done") else opcode
+    kind = opcode[: -len("-done")] if opcode.endswith("-done") else opcode
     if kind in found:
       found[kind]["ops"] += 1
       found[kind]["bytes"] += _result_bytes(result_type)
@@ -170,6 +176,7 @@ def collective_bytes(hlo_text: str) -> dict[str, dict[str, int]]:
 def point_config(config, key: str, value):
   """A copy of the raw `config` with the dotted `key` (e.g. 'data.num_frames') set to `value`."""
   import ml_collections
+
   config = ml_collections.ConfigDict(config.to_dict())
   *path, last = key.split(".")
   node = config
@@ -182,24 +189,43 @@ def point_config(config, key: str, value):
 def finalize(config, num_devices: int):
   """configuration.finalize for one process; the vocabulary from --vocab_size if unset."""
   from svilm import configuration
+
   text = config.model.text.vocab_size
-  return configuration.finalize(config, num_devices=num_devices, process_count=1,
-                                vocab_size=text if text != -1 else flags.FLAGS.vocab_size)
+  return configuration.finalize(
+    config,
+    num_devices=num_devices,
+    process_count=1,
+    vocab_size=text if text != -1 else flags.FLAGS.vocab_size,
+  )
 
 
 def measure(config) -> dict:
   """time_train_step's figures for a finalized config, with tokens and the FLOP parts."""
-  timed = train_step.time_train_step(config, steps=flags.FLAGS.steps,
-                                     warmup=flags.FLAGS.warmup, repeats=flags.FLAGS.repeats)
+  timed = train_step.time_train_step(
+    config, steps=flags.FLAGS.steps, warmup=flags.FLAGS.warmup, repeats=flags.FLAGS.repeats
+  )
   parts = analytic_flops(config)
   parts["rest"] = timed["flops_per_step"] - sum(parts.values())
-  keep = ("step_time_ms", "step_time_min_ms", "step_time_max_ms", "flops_per_step",
-          "peak_memory_bytes", "compile_s", "devices")
-  return {"frames": config.data.num_frames, "resolution": config.data.resolution,
-          "num_groups": config.model.video.num_groups, "batch_size": config.batch_size,
-          "video_tokens": video_tokens(config), **{k: timed[k] for k in keep},
-          # Below the machine's cores when other processes compete (CPU only).
-          "cpu_utilisation": timed.get("cpu_utilisation"), "flops_parts": parts}
+  keep = (
+    "step_time_ms",
+    "step_time_min_ms",
+    "step_time_max_ms",
+    "flops_per_step",
+    "peak_memory_bytes",
+    "compile_s",
+    "devices",
+  )
+  return {
+    "frames": config.data.num_frames,
+    "resolution": config.data.resolution,
+    "num_groups": config.model.video.num_groups,
+    "batch_size": config.batch_size,
+    "video_tokens": video_tokens(config),
+    **{k: timed[k] for k in keep},
+    # Below the machine's cores when other processes compete (CPU only).
+    "cpu_utilisation": timed.get("cpu_utilisation"),
+    "flops_parts": parts,
+  }
 
 
 def growth(points: list[dict], x_key: str, threshold: float) -> dict:
@@ -207,21 +233,29 @@ def growth(points: list[dict], x_key: str, threshold: float) -> dict:
   first, last = points[0], points[-1]
   x0, x1 = first[x_key], last[x_key]
   result = {"x": x_key, "from": x0, "to": x1}
-  for name, key in (("time", "step_time_ms"), ("flops", "flops_per_step"),
-                    ("memory", "peak_memory_bytes")):
+  for name, key in (
+    ("time", "step_time_ms"),
+    ("flops", "flops_per_step"),
+    ("memory", "peak_memory_bytes"),
+  ):
     result[f"{name}_exponent"] = growth_exponent(x0, x1, first[key], last[key])
   result["part_exponents"] = {
-      part: growth_exponent(x0, x1, first["flops_parts"][part], last["flops_parts"][part])
-      for part in (*PARTS, "rest")}
-  result["super_linear"] = [name for name in ("time", "flops", "memory")
-                            if (result[f"{name}_exponent"] or 0) > threshold]
+    part: growth_exponent(x0, x1, first["flops_parts"][part], last["flops_parts"][part])
+    for part in (*PARTS, "rest")
+  }
+  result["super_linear"] = [
+    name for name in ("time", "flops", "memory") if (result[f"{name}_exponent"] or 0) > threshold
+  ]
   if len(points) >= 3:
     import numpy as np
+
     xs = np.array([p[x_key] for p in points], float)
     c = np.polyfit(xs, [p["flops_per_step"] for p in points], 2)[0]
     # The formula's x^2 part at the largest point (the groups sweep has none).
-    analytic = {"video_tokens": last["flops_parts"]["video_attention"],
-                "batch_size": last["flops_parts"]["batch_similarity"]}.get(x_key, 0.0)
+    analytic = {
+      "video_tokens": last["flops_parts"]["video_attention"],
+      "batch_size": last["flops_parts"]["batch_similarity"],
+    }.get(x_key, 0.0)
     result["quadratic_fit"] = {"measured": float(c * x1 * x1), "analytic": analytic}
   return result
 
@@ -229,6 +263,7 @@ def growth(points: list[dict], x_key: str, threshold: float) -> dict:
 def run_sweeps(config, names, threshold: float) -> tuple[dict, dict]:
   """({sweep: points}, {sweep: growth}) for the one-factor sweeps `names` of raw `config`."""
   import jax
+
   sweeps, growths = {}, {}
   for name in names:
     points = []
@@ -249,21 +284,25 @@ def mesh_name(data: int, fsdp: int, model: int) -> str:
 def compiled_step_text(config) -> str:
   """HLO text of the train step compiled for `config`'s mesh (abstract inputs, no data)."""
   from svilm.trainers import trainer
+
   lowered = trainer.setup(config).lower_train_step()
   # Only the HLO is read, so LLVM may skip its optimisations (the collectives are placed by
   # the HLO passes before it). time_train_step compiles the same program again for timing. A
   # persistent compilation cache could share one executable; not used, because the one run
   # with it aborted in an all-gather rendezvous on the DP8 mesh (cause not established).
-  return lowered.compile({"xla_backend_optimization_level": 0,
-                          "xla_llvm_disable_expensive_passes": True}).as_text()
+  return lowered.compile(
+    {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+  ).as_text()
 
 
 def run_mesh_points(config) -> list[dict]:
   """The mesh sweep, in a process that already has --mesh_devices devices."""
   import jax
+
   if jax.device_count() != _MESH_DEVICES.value:
-    raise RuntimeError(f"The mesh sweep needs {_MESH_DEVICES.value} devices, this process "
-                       f"has {jax.device_count()}")
+    raise RuntimeError(
+      f"The mesh sweep needs {_MESH_DEVICES.value} devices, this process has {jax.device_count()}"
+    )
   points = []
   for spec in _MESHES.value:
     data, fsdp, model = (int(s) for s in spec.split("x"))
@@ -272,13 +311,29 @@ def run_mesh_points(config) -> list[dict]:
     point = finalize(point, jax.device_count())
     collectives = collective_bytes(compiled_step_text(point))
     timed = measure(point)
-    points.append({"mesh": mesh_name(data, fsdp, model), "data": data, "fsdp": fsdp,
-                   "model": model, **{k: timed[k] for k in (
-                       "step_time_ms", "step_time_min_ms", "step_time_max_ms",
-                       "peak_memory_bytes", "compile_s", "devices", "batch_size",
-                       "cpu_utilisation")},
-                   "collectives": collectives,
-                   "collective_bytes_total": sum(c["bytes"] for c in collectives.values())})
+    points.append(
+      {
+        "mesh": mesh_name(data, fsdp, model),
+        "data": data,
+        "fsdp": fsdp,
+        "model": model,
+        **{
+          k: timed[k]
+          for k in (
+            "step_time_ms",
+            "step_time_min_ms",
+            "step_time_max_ms",
+            "peak_memory_bytes",
+            "compile_s",
+            "devices",
+            "batch_size",
+            "cpu_utilisation",
+          )
+        },
+        "collectives": collectives,
+        "collective_bytes_total": sum(c["bytes"] for c in collectives.values()),
+      }
+    )
   return points
 
 
@@ -291,50 +346,67 @@ def run_mesh_subprocess() -> list[dict]:
   # stderr passes through (progress, compiler warnings); stdout ends in the points' JSON.
   result = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True)
   if result.returncode:
-    raise RuntimeError(f"The mesh sweep subprocess failed ({result.returncode}): "
-                       f"{result.stdout[-2000:]}")
+    raise RuntimeError(
+      f"The mesh sweep subprocess failed ({result.returncode}): {result.stdout[-2000:]}"
+    )
   return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def format_tables(sweeps: dict, growths: dict, mesh: list[dict]) -> str:
   """The human-readable report: one table per sweep with its growth lines, then the meshes."""
   mib = lambda n: f"{n / 2**20:.0f}"
-  ms = lambda p: (f"{p['step_time_ms']:.1f} ({p['step_time_min_ms']:.1f}-"
-                  f"{p['step_time_max_ms']:.1f})")
+  ms = lambda p: (
+    f"{p['step_time_ms']:.1f} ({p['step_time_min_ms']:.1f}-{p['step_time_max_ms']:.1f})"
+  )
   lines = []
   for name, points in sweeps.items():
-    lines += [f"\n{name} sweep ({KNOBS[name][0]}; {points[0]['devices']} device(s))",
-              f"{'value':>6} {'tokens':>7} {'step ms median (min-max)':>26} {'GFLOP':>8} "
-              f"{'attn%':>6} {'group%':>6} {'B^2%':>6} {'peak MiB':>9} {'cpu':>5}"]
+    lines += [
+      f"\n{name} sweep ({KNOBS[name][0]}; {points[0]['devices']} device(s))",
+      f"{'value':>6} {'tokens':>7} {'step ms median (min-max)':>26} {'GFLOP':>8} "
+      f"{'attn%':>6} {'group%':>6} {'B^2%':>6} {'peak MiB':>9} {'cpu':>5}",
+    ]
     for p in points:
       share = {k: 100 * v / p["flops_per_step"] for k, v in p["flops_parts"].items()}
-      lines.append(f"{p['value']:>6} {p['video_tokens']:>7} {ms(p):>26} "
-                   f"{p['flops_per_step'] / 1e9:>8.2f} {share['video_attention']:>6.1f} "
-                   f"{share['grouping']:>6.1f} {share['batch_similarity']:>6.2f} "
-                   f"{mib(p['peak_memory_bytes']):>9} {p['cpu_utilisation'] or 0:>5.0%}")
+      lines.append(
+        f"{p['value']:>6} {p['video_tokens']:>7} {ms(p):>26} "
+        f"{p['flops_per_step'] / 1e9:>8.2f} {share['video_attention']:>6.1f} "
+        f"{share['grouping']:>6.1f} {share['batch_similarity']:>6.2f} "
+        f"{mib(p['peak_memory_bytes']):>9} {p['cpu_utilisation'] or 0:>5.0%}"
+      )
     g = growths[name]
     fmt = lambda k: "n/a" if k is None else f"{k:.2f}"
     parts = ", ".join(f"{k} {fmt(v)}" for k, v in g["part_exponents"].items())
-    lines.append(f"  growth in {g['x']} {g['from']}->{g['to']}: time x^{fmt(g['time_exponent'])}, "
-                 f"FLOPs x^{fmt(g['flops_exponent'])}, memory x^{fmt(g['memory_exponent'])}; "
-                 f"super-linear: {', '.join(g['super_linear']) or 'none'}")
+    lines.append(
+      f"  growth in {g['x']} {g['from']}->{g['to']}: time x^{fmt(g['time_exponent'])}, "
+      f"FLOPs x^{fmt(g['flops_exponent'])}, memory x^{fmt(g['memory_exponent'])}; "
+      f"super-linear: {', '.join(g['super_linear']) or 'none'}"
+    )
     lines.append(f"  FLOP parts x^k: {parts}")
     if "quadratic_fit" in g:
       fit = g["quadratic_fit"]
       total = points[-1]["flops_per_step"]
-      lines.append(f"  x^2 part at the largest point: fitted to XLA's counts "
-                   f"{fit['measured'] / 1e9:.3f} GFLOP ({100 * fit['measured'] / total:.1f}%), "
-                   f"formula {fit['analytic'] / 1e9:.3f} ({100 * fit['analytic'] / total:.1f}%)")
+      lines.append(
+        f"  x^2 part at the largest point: fitted to XLA's counts "
+        f"{fit['measured'] / 1e9:.3f} GFLOP ({100 * fit['measured'] / total:.1f}%), "
+        f"formula {fit['analytic'] / 1e9:.3f} ({100 * fit['analytic'] / total:.1f}%)"
+      )
   if mesh:
-    lines += [f"\nmesh sweep ({mesh[0]['devices']} devices, batch {mesh[0]['batch_size']}; "
-              "collectives: result MiB per device (ops))", f"note: {MESH_NOTE}",
-              f"{'mesh':>14} {'step ms median (min-max)':>26} {'cpu':>5} {'peak MiB/dev':>12} "
-              + " ".join(f"{k:>20}" for k in COLLECTIVES)]
+    lines += [
+      f"\nmesh sweep ({mesh[0]['devices']} devices, batch {mesh[0]['batch_size']}; "
+      "collectives: result MiB per device (ops))",
+      f"note: {MESH_NOTE}",
+      f"{'mesh':>14} {'step ms median (min-max)':>26} {'cpu':>5} {'peak MiB/dev':>12} "
+      + " ".join(f"{k:>20}" for k in COLLECTIVES),
+    ]
     for p in mesh:
-      traffic = " ".join(f"{c['bytes'] / 2**20:>13.2f} ({c['ops']:>4})"
-                         for c in (p["collectives"][k] for k in COLLECTIVES))
-      lines.append(f"{p['mesh']:>14} {ms(p):>26} {p['cpu_utilisation'] or 0:>5.0%} "
-                   f"{mib(p['peak_memory_bytes']):>12} {traffic}")
+      traffic = " ".join(
+        f"{c['bytes'] / 2**20:>13.2f} ({c['ops']:>4})"
+        for c in (p["collectives"][k] for k in COLLECTIVES)
+      )
+      lines.append(
+        f"{p['mesh']:>14} {ms(p):>26} {p['cpu_utilisation'] or 0:>5.0%} "
+        f"{mib(p['peak_memory_bytes']):>12} {traffic}"
+      )
   return "\n".join(lines)
 
 
@@ -357,5 +429,6 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
   from svilm import host_memory
-  host_memory.ensure_malloc_hugepages()   # re-executes once: svilm/host_memory.py
+
+  host_memory.ensure_malloc_hugepages()  # re-executes once: svilm/host_memory.py
   app.run(main)

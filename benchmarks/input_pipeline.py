@@ -38,18 +38,31 @@ ASSUMED_MFU = 0.4
 def _pipeline_frames_per_sec(files, tokenizer, resolution, threads) -> float:
   import numpy as np
   import tensorflow as tf
+
   from data_pipelines import input_pipeline
+
   ds = input_pipeline.make_dataset(
-      files, tokenizer=tokenizer, batch_size=_BATCH_SIZE.value, num_frames=_NUM_FRAMES.value,
-      frame_stride=1, resolution=resolution, max_text_len=24, num_nouns=2, max_noun_len=12,
-      noun_prompt="a video of a {}", train=True, seed=0, shuffle_buffer=64,
-      augment=input_pipeline.Augmentation(crop_area=(0.5, 1.0), flip=True))
+    files,
+    tokenizer=tokenizer,
+    batch_size=_BATCH_SIZE.value,
+    num_frames=_NUM_FRAMES.value,
+    frame_stride=1,
+    resolution=resolution,
+    max_text_len=24,
+    num_nouns=2,
+    max_noun_len=12,
+    noun_prompt="a video of a {}",
+    train=True,
+    seed=0,
+    shuffle_buffer=64,
+    augment=input_pipeline.Augmentation(crop_area=(0.5, 1.0), flip=True),
+  )
   if threads:
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     ds = ds.with_options(options)
   it = ds.as_numpy_iterator()
-  for _ in range(3):                          # warm-up: fill prefetch and shuffle buffers
+  for _ in range(3):  # warm-up: fill prefetch and shuffle buffers
     next(it)
   times = []
   for _ in range(_BATCHES.value):
@@ -62,11 +75,14 @@ def _pipeline_frames_per_sec(files, tokenizer, resolution, threads) -> float:
 def _default_step_frames_per_sec() -> float:
   """Frames/s the default config's train step consumes on this machine."""
   import jax
+
   from benchmarks import train_step
   from configs import pretrain as pretrain_config
   from svilm import configuration
-  config = configuration.finalize(pretrain_config.get_config(), num_devices=jax.device_count(),
-                                  process_count=1, vocab_size=512)
+
+  config = configuration.finalize(
+    pretrain_config.get_config(), num_devices=jax.device_count(), process_count=1, vocab_size=512
+  )
   result = train_step.time_train_step(config, steps=20, warmup=5, repeats=1)
   return config.data.num_frames * result["examples_per_sec"]
 
@@ -76,6 +92,7 @@ def _paper_flops_per_clip() -> tuple[float, int]:
   from configs import pretrain_paper
   from svilm import compile_check
   from svilm import configuration
+
   config = pretrain_paper.get_config("data=unused,tokenizer=unused")
   config = configuration.finalize(config, num_devices=1, process_count=1, vocab_size=30522)
   return compile_check.model_flops_per_step(config, batch_size=2) / 2, config.data.num_frames
@@ -85,6 +102,7 @@ def main(argv) -> None:
   del argv
   from data_pipelines import tokenizer as tokenizer_lib
   from data_pipelines.shapesworld import build as shapesworld_build
+
   cores = os.cpu_count()
   results = {"cores": cores, "num_frames": _NUM_FRAMES.value, "batch_size": _BATCH_SIZE.value}
   with tempfile.TemporaryDirectory() as tmp:
@@ -101,8 +119,10 @@ def main(argv) -> None:
       full = _pipeline_frames_per_sec(files, tokenizer, resolution, threads=0)
       results[f"pipeline_frames_per_sec_per_core@{resolution}"] = round(one, 1)
       results[f"pipeline_frames_per_sec_all_cores@{resolution}"] = round(full, 1)
-      print(f"{resolution}px: {one:.0f} frames/s on 1 thread, {full:.0f} frames/s on "
-            f"{cores} cores", flush=True)
+      print(
+        f"{resolution}px: {one:.0f} frames/s on 1 thread, {full:.0f} frames/s on {cores} cores",
+        flush=True,
+      )
   default = _default_step_frames_per_sec()
   results["default_step_frames_per_sec_cpu"] = round(default, 1)
   print(f"default config train step on this CPU consumes {default:.0f} frames/s", flush=True)
@@ -113,12 +133,16 @@ def main(argv) -> None:
   per_core = results.get("pipeline_frames_per_sec_per_core@224")
   if per_core:
     results["paper_cores_needed_per_h100"] = round(clips_per_sec * frames / per_core, 1)
-  print(f"paper config: {flops / 1e12:.2f} TFLOP per clip; an H100 at 40% MFU consumes "
-        f"{clips_per_sec * frames:.0f} frames/s", flush=True)
+  print(
+    f"paper config: {flops / 1e12:.2f} TFLOP per clip; an H100 at 40% MFU consumes "
+    f"{clips_per_sec * frames:.0f} frames/s",
+    flush=True,
+  )
   print(json.dumps(results))
 
 
 if __name__ == "__main__":
   from svilm import host_memory
-  host_memory.ensure_malloc_hugepages()   # re-executes once: svilm/host_memory.py
+
+  host_memory.ensure_malloc_hugepages()  # re-executes once: svilm/host_memory.py
   app.run(main)

@@ -68,24 +68,26 @@ class SelfAttention(nn.Module):
 
   def forward(self, x: torch.Tensor) -> torch.Tensor:
     """x [B, L, D] -> [B, L, D]."""
-    b, l, d = x.shape
-    heads = lambda t: t.view(b, l, self.num_heads, self.head_dim).transpose(1, 2)
+    b, n, d = x.shape
+    heads = lambda t: t.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
     q = heads(self.query(x)) / math.sqrt(self.head_dim)
     k, v = heads(self.key(x)), heads(self.value(x))
     if self.attention == "sdpa":
       y = F.scaled_dot_product_attention(
-          q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=1.0)
+        q, k, v, dropout_p=self.dropout if self.training else 0.0, scale=1.0
+      )
     else:
       weights = torch.softmax(q @ k.transpose(-2, -1), dim=-1)
       y = _dropout(weights, self.dropout, self.training) @ v
-    return self.out(y.transpose(1, 2).reshape(b, l, d))
+    return self.out(y.transpose(1, 2).reshape(b, n, d))
 
 
 class EncoderBlock(nn.Module):
   """Pre-LN block: x + Attn(LN(x)), then x + MLP(LN(x)) (vit.EncoderBlock)."""
 
-  def __init__(self, width: int, num_heads: int, mlp_dim: int, dropout: float,
-               attention: str = "math"):
+  def __init__(
+    self, width: int, num_heads: int, mlp_dim: int, dropout: float, attention: str = "math"
+  ):
     super().__init__()
     self.ln_attn = nn.LayerNorm(width, eps=LN_EPS)
     self.attention = SelfAttention(width, num_heads, dropout, attention)
@@ -114,8 +116,17 @@ class GroupingBlock(nn.Module):
   groups += out(sum_n A v / (sum_n A + eps)); groups += MLP(LN(groups)).
   """
 
-  def __init__(self, width: int, mlp_dim: int, *, hard: bool, gumbel: bool,
-               gumbel_temperature: float, dropout: float, eps: float = 1.0):
+  def __init__(
+    self,
+    width: int,
+    mlp_dim: int,
+    *,
+    hard: bool,
+    gumbel: bool,
+    gumbel_temperature: float,
+    dropout: float,
+    eps: float = 1.0,
+  ):
     super().__init__()
     self.ln_groups = nn.LayerNorm(width, eps=LN_EPS, bias=False)
     self.ln_tokens = nn.LayerNorm(width, eps=LN_EPS)
@@ -127,9 +138,9 @@ class GroupingBlock(nn.Module):
     self.mlp = Mlp(width, mlp_dim, dropout)
     self.hard, self.gumbel, self.temperature, self.eps = hard, gumbel, gumbel_temperature, eps
 
-  def forward(self, groups: torch.Tensor, tokens: torch.Tensor,
-              generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+  def forward(
+    self, groups: torch.Tensor, tokens: torch.Tensor, generator: torch.Generator | None = None
+  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (new groups [B, M, D], soft assignment [B, N, M], A [B, N, M])."""
     d = groups.shape[-1]
     q = self.query(self.ln_groups(groups))
@@ -143,8 +154,8 @@ class GroupingBlock(nn.Module):
     a = y
     if self.hard:
       one_hot = F.one_hot(y.argmax(dim=-1), y.shape[-1]).to(y.dtype)
-      a = one_hot + (y - y.detach())   # exactly one-hot in value, gradient of y
-    mass = a.sum(dim=1)                                      # [B, M]
+      a = one_hot + (y - y.detach())  # exactly one-hot in value, gradient of y
+    mass = a.sum(dim=1)  # [B, M]
     pooled = (a.transpose(1, 2) @ v) / (mass[..., None] + self.eps)
     groups = groups + self.out(pooled)
     return groups + self.mlp(self.ln_mlp(groups)), soft, a
@@ -159,20 +170,31 @@ class VideoEncoder(nn.Module):
   groupings['grouping_i'] with 1-based i.
   """
 
-  def __init__(self, grid: Sequence[int], *, patch_size: Sequence[int] = (2, 16, 16),
-               width: int = 768, depth: int = 12, num_heads: int = 12, mlp_dim: int = 3072,
-               dropout: float = 0.0, pos_embedding: str = "joint", num_groups: int = 32,
-               grouping_layers: Sequence[int] | None = None, hard_assignment: bool = True,
-               gumbel_noise: bool = True, gumbel_temperature: float = 1.0,
-               attention: str = "math"):
+  def __init__(
+    self,
+    grid: Sequence[int],
+    *,
+    patch_size: Sequence[int] = (2, 16, 16),
+    width: int = 768,
+    depth: int = 12,
+    num_heads: int = 12,
+    mlp_dim: int = 3072,
+    dropout: float = 0.0,
+    pos_embedding: str = "joint",
+    num_groups: int = 32,
+    grouping_layers: Sequence[int] | None = None,
+    hard_assignment: bool = True,
+    gumbel_noise: bool = True,
+    gumbel_temperature: float = 1.0,
+    attention: str = "math",
+  ):
     super().__init__()
-    if grouping_layers is None:   # video_encoder.default_grouping_layers
+    if grouping_layers is None:  # video_encoder.default_grouping_layers
       grouping_layers = sorted({max(1, depth // 2), max(1, (3 * depth) // 4), depth})
     self.grouping_layers = tuple(grouping_layers)
     self.grid, self.width, self.dropout = tuple(grid), width, dropout
     self.pos_kind = pos_embedding
-    self.embedding = nn.Conv3d(3, width, kernel_size=tuple(patch_size),
-                               stride=tuple(patch_size))
+    self.embedding = nn.Conv3d(3, width, kernel_size=tuple(patch_size), stride=tuple(patch_size))
     n_t, h_p, w_p = self.grid
     if pos_embedding == "joint":
       self.pos_joint = nn.Parameter(torch.zeros(n_t * h_p * w_p, width))
@@ -182,18 +204,31 @@ class VideoEncoder(nn.Module):
     else:
       raise ValueError(f"pos_embedding must be 'joint' or 'factorised', got {pos_embedding!r}.")
     self.group_tokens = nn.Parameter(torch.zeros(num_groups, width))
-    self.blocks = nn.ModuleDict({
+    self.blocks = nn.ModuleDict(
+      {
         f"block_{i}": EncoderBlock(width, num_heads, mlp_dim, dropout, attention)
-        for i in range(1, depth + 1)})
-    self.groupings = nn.ModuleDict({
-        f"grouping_{i}": GroupingBlock(width, mlp_dim, hard=hard_assignment, gumbel=gumbel_noise,
-                                       gumbel_temperature=gumbel_temperature, dropout=dropout)
-        for i in self.grouping_layers})
+        for i in range(1, depth + 1)
+      }
+    )
+    self.groupings = nn.ModuleDict(
+      {
+        f"grouping_{i}": GroupingBlock(
+          width,
+          mlp_dim,
+          hard=hard_assignment,
+          gumbel=gumbel_noise,
+          gumbel_temperature=gumbel_temperature,
+          dropout=dropout,
+        )
+        for i in self.grouping_layers
+      }
+    )
     self.encoder_norm = nn.LayerNorm(width, eps=LN_EPS)
     self.group_norm = nn.LayerNorm(width, eps=LN_EPS)
 
-  def forward(self, video: torch.Tensor, generator: torch.Generator | None = None
-              ) -> tuple[torch.Tensor, dict[str, Any]]:
+  def forward(
+    self, video: torch.Tensor, generator: torch.Generator | None = None
+  ) -> tuple[torch.Tensor, dict[str, Any]]:
     """video [B, T, H, W, 3] -> (tokens [B, N_t, H_p, W_p, D], intermediates) as the Flax one.
 
     intermediates: 'clip_features' [B, N_t, D], 'group_tokens' [B, M, D], and tuples
@@ -203,7 +238,7 @@ class VideoEncoder(nn.Module):
     b = video.shape[0]
     n_t, h_p, w_p = self.grid
     # Channels-last in, as ours: Conv3d wants [B, C, T, H, W] and gives [B, D, N_t, H_p, W_p].
-    x = self.embedding(video.permute(0, 4, 1, 2, 3)).flatten(2).transpose(1, 2)   # [B, N, D]
+    x = self.embedding(video.permute(0, 4, 1, 2, 3)).flatten(2).transpose(1, 2)  # [B, N, D]
     if self.pos_kind == "joint":
       x = x + self.pos_joint
     else:
@@ -220,10 +255,10 @@ class VideoEncoder(nn.Module):
         assignments.append(a)
     tokens = self.encoder_norm(x).reshape(b, n_t, h_p, w_p, self.width)
     return tokens, {
-        "clip_features": tokens.mean(dim=(2, 3)),
-        "group_tokens": self.group_norm(groups),
-        "soft_assignments": tuple(soft_assignments),
-        "assignments": tuple(assignments),
+      "clip_features": tokens.mean(dim=(2, 3)),
+      "group_tokens": self.group_norm(groups),
+      "soft_assignments": tuple(soft_assignments),
+      "assignments": tuple(assignments),
     }
 
 
@@ -239,15 +274,15 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]
 
 def _torch_value(flax_name: str, torch_name: str, x: np.ndarray) -> np.ndarray:
   """A Flax leaf rearranged into the layout of the torch parameter it maps to."""
-  if torch_name == "embedding.weight":            # [kt, kh, kw, C, D] -> [D, C, kt, kh, kw]
+  if torch_name == "embedding.weight":  # [kt, kh, kw, C, D] -> [D, C, kt, kh, kw]
     return x.transpose(4, 3, 0, 1, 2)
   if flax_name.endswith("kernel"):
-    if "/attention/out/" in flax_name:             # [heads, head_dim, D] -> [D, heads*head_dim]
+    if "/attention/out/" in flax_name:  # [heads, head_dim, D] -> [D, heads*head_dim]
       return x.reshape(-1, x.shape[-1]).T
-    return x.reshape(x.shape[0], -1).T              # [D, (heads, head_dim)] -> [out, in]
+    return x.reshape(x.shape[0], -1).T  # [D, (heads, head_dim)] -> [out, in]
   if flax_name.endswith("bias"):
-    return x.reshape(-1)                            # q/v bias [heads, head_dim] -> [D]
-  return x                                          # position tables, group tokens, LN scales
+    return x.reshape(-1)  # q/v bias [heads, head_dim] -> [D]
+  return x  # position tables, group tokens, LN scales
 
 
 def _torch_name(flax_name: str) -> str:
@@ -259,7 +294,7 @@ def _torch_name(flax_name: str) -> str:
     parts.insert(0, "blocks")
   elif parts[0].startswith("grouping_"):
     parts.insert(0, "groupings")
-  elif parts[0] == "embedding":                     # embedding/conv/* -> embedding.*
+  elif parts[0] == "embedding":  # embedding/conv/* -> embedding.*
     parts = ["embedding", parts[-1]]
   elif parts[0] == "pos_embedding":
     parts = [f"pos_{parts[1]}"]
@@ -277,7 +312,8 @@ def load_flax_params(torch_module: VideoEncoder, flax_params: Mapping[str, Any])
     ValueError: on a leaf with no torch parameter, a torch parameter left unset, or a shape
       mismatch.
   """
-  import flax.linen as flax_nn   # Local: this file's classes do not need JAX.
+  import flax.linen as flax_nn  # Local: this file's classes do not need JAX.
+
   tree = flax_nn.meta.unbox(flax_params)
   if set(tree) == {"params"}:
     tree = tree["params"]
@@ -290,9 +326,10 @@ def load_flax_params(torch_module: VideoEncoder, flax_params: Mapping[str, Any])
         raise ValueError(f"Flax param {flax_name!r} has no torch counterpart {torch_name!r}.")
       value = _torch_value(flax_name, torch_name, value)
       if tuple(value.shape) != tuple(targets[torch_name].shape):
-        raise ValueError(f"{flax_name} -> {torch_name}: shape {value.shape} vs "
-                         f"{tuple(targets[torch_name].shape)}.")
-      targets[torch_name].copy_(torch.tensor(value))   # copies: jax arrays are read-only
+        raise ValueError(
+          f"{flax_name} -> {torch_name}: shape {value.shape} vs {tuple(targets[torch_name].shape)}."
+        )
+      targets[torch_name].copy_(torch.tensor(value))  # copies: jax arrays are read-only
       unset.discard(torch_name)
   if unset:
     raise ValueError(f"Torch params without a Flax value: {sorted(unset)}.")

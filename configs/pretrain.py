@@ -40,10 +40,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     raise ValueError(f"Unknown variant(s) {sorted(unknown)} for configs/pretrain.py; known: tiny")
 
   config = ml_collections.ConfigDict()
-  config.task = "pretrain"                # the registry name (svilm/tasks/__init__.py)
+  config.task = "pretrain"  # the registry name (svilm/tasks/__init__.py)
   config.seed = 0
   config.total_steps = 2400
-  config.batch_size = 32                 # global, over all devices and hosts
+  config.batch_size = 32  # global, over all devices and hosts
   config.log_every_steps = 50
   config.checkpoint_every_steps = 400
   config.keep_checkpoints = 3
@@ -51,7 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # save (and the end of training) waits for the previous one, at most this long.
   config.async_checkpointing = True
   config.checkpoint_timeout_secs = 600
-  config.eval_every_steps = 0            # 0: evaluate once, at the end of training
+  config.eval_every_steps = 0  # 0: evaluate once, at the end of training
   # Start from another run's parameters (finetuning): a workdir, its checkpoints/ directory or
   # one step's directory (newest step unless named). Only parameters are read; a checkpoint
   # in --workdir still wins (a rerun resumes). init_from_map: "ckpt_subtree:model_subtree,..."
@@ -70,16 +70,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.eval_path = ""
   config.data.shapesworld_dir = "~/.cache/svilm/shapesworld"
   config.data.shapesworld = shapesworld_build.default_config()
-  config.data.tokenizer = ""             # sentencepiece model; "" = tokenizer.model beside the data
+  config.data.tokenizer = ""  # sentencepiece model; "" = tokenizer.model beside the data
   config.data.train_split = "train"
   config.data.eval_split = "val"
   config.data.num_frames = 8
   config.data.frame_stride = 2
   config.data.resolution = 64
   config.data.max_text_len = 24
-  config.data.num_nouns = 2              # K noun phrases per caption
+  config.data.num_nouns = 2  # K noun phrases per caption
   config.data.max_noun_len = 12
-  config.data.noun_prompt = "a video of a {}"   # prompt template for noun embeddings (?)
+  config.data.noun_prompt = "a video of a {}"  # prompt template for noun embeddings (?)
   config.data.shuffle_buffer = 2048
   # How hosts share the training stream (docs/pretraining.md, "Multi-host input"):
   #   files   each host reads its own disjoint subset of the shard files (reading scales
@@ -90,43 +90,60 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.host_split = "files"
   # Training augmentation (evaluation always takes the centre square). ShapesWorld keeps the
   # whole frame and never flips: its captions say "left" and "right".
-  config.data.train_crop_area = (1.0, 1.0)         # random resized crop when min < 1
+  config.data.train_crop_area = (1.0, 1.0)  # random resized crop when min < 1
   config.data.train_crop_aspect_ratio = (0.75, 4 / 3)
   config.data.train_flip = False
-  config.data.normalization = "unit"                # or "imagenet"
+  config.data.normalization = "unit"  # or "imagenet"
 
   config.model = ml_collections.ConfigDict()
-  config.model.embed_dim = 256           # joint space (?)
+  config.model.embed_dim = 256  # joint space (?)
   # Memory and speed (docs/pretraining.md, "Scaling up"). Parameters are always float32.
-  config.model.dtype = "float32"         # compute dtype: "float32" or "bfloat16"
-  config.model.remat = "none"            # transformer blocks: "none", "full" or "dots"
-  config.model.scan_layers = False       # nn.scan over consecutive blocks (checkpoint layout!)
+  config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
+  config.model.remat = "none"  # transformer blocks: "none", "full" or "dots"
+  config.model.scan_layers = False  # nn.scan over consecutive blocks (checkpoint layout!)
   config.model.temperature_init = 0.07
   config.model.learn_temperature = True
-  config.model.video = ml_collections.ConfigDict(dict(
-      patch_size=(2, 16, 16),            # tubelet t, h, w (?)
-      width=128, depth=4, num_heads=4, mlp_dim=512, dropout=0.0,
+  config.model.video = ml_collections.ConfigDict(
+    dict(
+      patch_size=(2, 16, 16),  # tubelet t, h, w (?)
+      width=128,
+      depth=4,
+      num_heads=4,
+      mlp_dim=512,
+      dropout=0.0,
       pos_embedding="joint",
       num_groups=8,
-      grouping_layers=(2, 3, 4),         # paper: after layers 6, 9 and 12 of 12
-      hard_assignment=True, gumbel_noise=True, gumbel_temperature=1.0))
-  config.model.text = ml_collections.ConfigDict(dict(
-      vocab_size=-1,                     # -1: taken from the tokenizer at start-up
-      width=128, depth=2, num_heads=4, mlp_dim=512, max_len=-1, dropout=0.0))
+      grouping_layers=(2, 3, 4),  # paper: after layers 6, 9 and 12 of 12
+      hard_assignment=True,
+      gumbel_noise=True,
+      gumbel_temperature=1.0,
+    )
+  )
+  config.model.text = ml_collections.ConfigDict(
+    dict(
+      vocab_size=-1,  # -1: taken from the tokenizer at start-up
+      width=128,
+      depth=2,
+      num_heads=4,
+      mlp_dim=512,
+      max_len=-1,
+      dropout=0.0,
+    )
+  )
 
   config.loss = ml_collections.ConfigDict()
   config.loss.contrast_weight = 1.0
   config.loss.temporal_weight = 1.0
   config.loss.grounding_weight = 1.0
-  config.loss.video_pooling = "foreground"   # or "all" (?)
-  config.loss.temporal_temperature = 0.1     # (?)
-  config.loss.temporal_kind = "mse"          # or "bce" (?)
-  config.loss.grounding_assign_temperature = 0.1   # tau_g (?)
+  config.loss.video_pooling = "foreground"  # or "all" (?)
+  config.loss.temporal_temperature = 0.1  # (?)
+  config.loss.temporal_kind = "mse"  # or "bce" (?)
+  config.loss.grounding_assign_temperature = 0.1  # tau_g (?)
 
   config.cut_and_paste = ml_collections.ConfigDict()
   config.cut_and_paste.enabled = True
-  config.cut_and_paste.min_span = 1          # in temporal token positions
-  config.cut_and_paste.max_span = -1         # -1: num_positions - 1
+  config.cut_and_paste.min_span = 1  # in temporal token positions
+  config.cut_and_paste.max_span = -1  # -1: num_positions - 1
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3
@@ -147,8 +164,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   config.eval = ml_collections.ConfigDict()
   config.eval.batch_size = 64
-  config.eval.max_clips = 512                # held-out clips read (0: the whole split)
-  config.eval.seed = 1234                    # cut-and-paste and random baselines in eval
+  config.eval.max_clips = 512  # held-out clips read (0: the whole split)
+  config.eval.seed = 1234  # cut-and-paste and random baselines in eval
 
   # Device mesh (data, fsdp, model) and the logical-axis rules that place parameters on it;
   # one size may be -1 (the remaining devices). See svilm/sharding.py and docs/pretraining.md.

@@ -26,10 +26,12 @@ import ml_collections
 
 from configs import pretrain
 
-_USAGE = ("configs/pretrain_paper.py needs real data: pass "
-          "--config=configs/pretrain_paper.py:data=SHARD_DIR,tokenizer=SPM.model "
-          "(build shards with `python -m data_pipelines.build_shards` and a tokenizer with "
-          "`python -m data_pipelines.tokenizer`)")
+_USAGE = (
+  "configs/pretrain_paper.py needs real data: pass "
+  "--config=configs/pretrain_paper.py:data=SHARD_DIR,tokenizer=SPM.model "
+  "(build shards with `python -m data_pipelines.build_shards` and a tokenizer with "
+  "`python -m data_pipelines.tokenizer`)"
+)
 
 
 def _parse(arg: str | None) -> dict:
@@ -55,26 +57,38 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def paper_config() -> ml_collections.ConfigDict:
   """The paper-scale recipe without data paths (finetuning configs start from it)."""
   config = pretrain.get_config()
-  config.total_steps = 100_000           # (?) the paper does not give its schedule
-  config.batch_size = 1024               # (?)
+  config.total_steps = 100_000  # (?) the paper does not give its schedule
+  config.batch_size = 1024  # (?)
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
   config.eval_every_steps = 0
   config.data.num_frames = 32
-  config.data.frame_stride = 2           # (?)
+  config.data.frame_stride = 2  # (?)
   config.data.resolution = 224
   config.data.max_text_len = 32
   config.data.max_noun_len = 16
   config.data.shuffle_buffer = 10_000
-  config.data.train_crop_area = (0.5, 1.0)          # (?)
-  config.data.train_flip = True                     # (?) web captions rarely say left/right
-  config.model.video = ml_collections.ConfigDict(dict(
-      patch_size=(2, 16, 16), width=768, depth=12, num_heads=12, mlp_dim=3072, dropout=0.0,
-      pos_embedding="joint", num_groups=32, grouping_layers=(6, 9, 12),
-      hard_assignment=True, gumbel_noise=True, gumbel_temperature=1.0))
-  config.model.text = ml_collections.ConfigDict(dict(
-      vocab_size=-1, width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=-1,
-      dropout=0.1))
+  config.data.train_crop_area = (0.5, 1.0)  # (?)
+  config.data.train_flip = True  # (?) web captions rarely say left/right
+  config.model.video = ml_collections.ConfigDict(
+    dict(
+      patch_size=(2, 16, 16),
+      width=768,
+      depth=12,
+      num_heads=12,
+      mlp_dim=3072,
+      dropout=0.0,
+      pos_embedding="joint",
+      num_groups=32,
+      grouping_layers=(6, 9, 12),
+      hard_assignment=True,
+      gumbel_noise=True,
+      gumbel_temperature=1.0,
+    )
+  )
+  config.model.text = ml_collections.ConfigDict(
+    dict(vocab_size=-1, width=768, depth=12, num_heads=12, mlp_dim=3072, max_len=-1, dropout=0.1)
+  )
   # Fitting 32-frame ViT-B clips: bf16 compute (f32 parameters), every transformer block
   # recomputed in the backward pass, scanned layers (fast compiles), and FSDP over all devices
   # (parameters and Adam moments sharded). `--compile_only` prints what this needs per device.
@@ -83,8 +97,8 @@ def paper_config() -> ml_collections.ConfigDict:
   config.model.scan_layers = True
   config.mesh.data = 1
   config.mesh.fsdp = -1
-  config.optim.learning_rate = 1e-4      # (?)
-  config.optim.warmup_steps = 5000       # (?)
+  config.optim.learning_rate = 1e-4  # (?)
+  config.optim.warmup_steps = 5000  # (?)
   config.eval.batch_size = 256
   config.eval.max_clips = 1024
   return config

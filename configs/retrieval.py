@@ -38,8 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variants = set(filter(None, (arg or "").split(",")))
   unknown = variants - _VARIANTS
   if unknown:
-    raise ValueError(f"Unknown variant(s) {sorted(unknown)} for configs/retrieval.py; known: "
-                     f"{', '.join(sorted(_VARIANTS))}")
+    raise ValueError(
+      f"Unknown variant(s) {sorted(unknown)} for configs/retrieval.py; known: "
+      f"{', '.join(sorted(_VARIANTS))}"
+    )
   if "msrvtt" in variants:
     config = pretrain_paper.paper_config()
   else:
@@ -56,7 +58,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200
   config.optim.learning_rate = 2e-4
   config.optim.warmup_steps = 50
-  config.eval.max_clips = 0                  # the whole held-out split
+  config.eval.max_clips = 0  # the whole held-out split
 
   if "tiny" in variants:
     config.total_steps = 6
@@ -66,11 +68,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if "msrvtt" in variants:
     config.retrieval.benchmark = "msrvtt"
     config.retrieval.distinct_captions = False
-    config.data.eval_split = "test"          # the 1k-A split the reader writes
-    config.data.num_frames = 12              # (?) CLIP4Clip-style finetuning uses 12 frames
+    config.data.eval_split = "test"  # the 1k-A split the reader writes
+    config.data.num_frames = 12  # (?) CLIP4Clip-style finetuning uses 12 frames
     config.batch_size = 128
-    config.total_steps = 5000                # (?) about 5 epochs of MSR-VTT 9k x 1 caption
-    config.optim.learning_rate = 1e-5        # (?)
+    config.total_steps = 5000  # (?) about 5 epochs of MSR-VTT 9k x 1 caption
+    config.optim.learning_rate = 1e-5  # (?)
     config.optim.warmup_steps = 500
-    config.eval.max_clips = 0                # all 1000 (the last of 4 batches is padded)
+    config.eval.max_clips = 0  # all 1000 (the last of 4 batches is padded)
   return config

@@ -45,12 +45,13 @@ class Entry:
   with captions[0] == caption; the files read here have one caption per entry and leave it
   empty, which the schema stores as no `captions` field at all (unchanged bytes).
   """
+
   video: str
   caption: str
   start: Optional[float]
   end: Optional[float]
   id: str
-  error: str = ""   # non-empty: the entry is skipped for this reason
+  error: str = ""  # non-empty: the entry is skipped for this reason
   captions: Tuple[str, ...] = ()
 
 
@@ -68,7 +69,7 @@ def _seconds(value: Any, name: str) -> Optional[float]:
     seconds = float(value)
   except (TypeError, ValueError):
     raise ValueError(f"{name} {value!r} is not a number") from None
-  if not seconds >= 0:   # also rejects NaN
+  if not seconds >= 0:  # also rejects NaN
     raise ValueError(f"{name} {value!r} is negative or not finite")
   return seconds
 
@@ -76,7 +77,7 @@ def _seconds(value: Any, name: str) -> Optional[float]:
 def _entry(row: Dict[str, Any], where: str) -> Entry:
   """An Entry from a CSV or JSONL row (string keys, values as read)."""
   video = _first(row, "video", "path")
-  if video is None and _first(row, "videoid") is not None:   # WebVid
+  if video is None and _first(row, "videoid") is not None:  # WebVid
     page_dir = _first(row, "page_dir")
     video = f"{row['videoid']}.mp4" if page_dir is None else f"{page_dir}/{row['videoid']}.mp4"
   video = "" if video is None else str(video)
@@ -137,10 +138,13 @@ def _read_csv(text: str) -> List[Entry]:
   reader = csv.DictReader(io.StringIO(text, newline=""))
   columns = {c.strip() for c in reader.fieldnames or ()}
   if not columns & {"video", "path", "videoid"} or not columns & {"caption", "name"}:
-    raise ValueError(f"CSV header {sorted(columns)} needs a `video` (or `path`) and a "
-                     "`caption` (or `name`) column")
-  return [_entry({(k or "").strip(): v for k, v in row.items()}, f"row {n + 2}")
-          for n, row in enumerate(reader)]
+    raise ValueError(
+      f"CSV header {sorted(columns)} needs a `video` (or `path`) and a `caption` (or `name`) column"
+    )
+  return [
+    _entry({(k or "").strip(): v for k, v in row.items()}, f"row {n + 2}")
+    for n, row in enumerate(reader)
+  ]
 
 
 def _read_jsonl(text: str) -> List[Entry]:
@@ -153,8 +157,9 @@ def _read_jsonl(text: str) -> List[Entry]:
       if not isinstance(row, dict):
         raise ValueError("not a JSON object")
     except ValueError as e:
-      entries.append(Entry("", "", None, None, f"line {n + 1}",
-                           f"bad annotation: line {n + 1}: {e}"))
+      entries.append(
+        Entry("", "", None, None, f"line {n + 1}", f"bad annotation: line {n + 1}: {e}")
+      )
       continue
     entries.append(_entry(row, f"line {n + 1}"))
   return entries
@@ -187,8 +192,7 @@ def _read_activitynet(text: str, video_root: Optional[str]) -> List[Entry]:
             raise ValueError(f"timestamp {timestamps[k]} is not [start, end) with end > start")
         except (ValueError, TypeError) as e:
           error = f"bad annotation: {e}"
-      entries.append(Entry(video, caption, start, end, identity,
-                           error or caption_error(caption)))
+      entries.append(Entry(video, caption, start, end, identity, error or caption_error(caption)))
   return entries
 
 

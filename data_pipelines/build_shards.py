@@ -73,8 +73,9 @@ def resolve_video(video_root: str, video: str) -> str:
   refused, while symlinks inside video_root may point anywhere.
   """
   norm = os.path.normpath(video)
-  if os.path.isabs(video) or video.startswith("~") or norm == ".." or norm.startswith(
-      ".." + os.sep):
+  if (
+    os.path.isabs(video) or video.startswith("~") or norm == ".." or norm.startswith(".." + os.sep)
+  ):
     raise SkipClip("path escapes video_root")
   path = os.path.join(video_root, norm)
   if not os.path.exists(path):
@@ -103,9 +104,16 @@ def _jpeg(frame, short_side: int, quality: int) -> Tuple[bytes, int, int]:
   return buffer.getvalue(), image.height, image.width
 
 
-def decode_clip(path: str, *, start: Optional[float], end: Optional[float], fps: float,
-                short_side: int, max_frames: int = 0,
-                jpeg_quality: int = 90) -> Tuple[List[bytes], int, int]:
+def decode_clip(
+  path: str,
+  *,
+  start: Optional[float],
+  end: Optional[float],
+  fps: float,
+  short_side: int,
+  max_frames: int = 0,
+  jpeg_quality: int = 90,
+) -> Tuple[List[bytes], int, int]:
   """Samples [start, end) of the video at `path` at `fps`: (JPEG frames, height, width).
 
   Times are seconds from the video stream's start time (start None: 0; end None: the end of
@@ -115,6 +123,7 @@ def decode_clip(path: str, *, start: Optional[float], end: Optional[float], fps:
   decode, has no video stream, or no frame in the span.
   """
   import av  # pylint: disable=g-import-not-at-top
+
   try:
     container = av.open(path)
   except Exception as e:  # pylint: disable=broad-except  (PyAV raises many kinds)
@@ -129,7 +138,7 @@ def decode_clip(path: str, *, start: Optional[float], end: Optional[float], fps:
     stop = origin + end if end is not None else float("inf")
     frames: List[bytes] = []
     size = (0, 0)
-    last: Tuple[Optional[float], bytes] = (None, b"")   # a frame picked twice is encoded once
+    last: Tuple[Optional[float], bytes] = (None, b"")  # a frame picked twice is encoded once
 
     def take(picked):
       nonlocal last, size
@@ -148,7 +157,7 @@ def decode_clip(path: str, *, start: Optional[float], end: Optional[float], fps:
         container.seek(int(begin / time_base), stream=stream, backward=True)
       for frame in container.decode(stream):
         if frame.time is None or (previous and frame.time <= previous[0]):
-          continue   # no timestamp, or out of order: nearest-by-time cannot place it
+          continue  # no timestamp, or out of order: nearest-by-time cannot place it
         current = (float(frame.time), frame)
         while (t := target()) is not None and current[0] >= t:
           near_previous = previous is not None and t - previous[0] <= current[0] - t
@@ -175,7 +184,9 @@ def decode_clip(path: str, *, start: Optional[float], end: Optional[float], fps:
 def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
   """Writes one shard (a worker task of plain values); returns its manifest section."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   from data_pipelines import schema  # pylint: disable=g-import-not-at-top
+
   settings, name = task["settings"], task["name"]
   tmp_path = os.path.join(task["output_dir"], f".tmp-{name}")
   clips = frames = 0
@@ -187,23 +198,35 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
           raise SkipClip(entry["error"])
         path = resolve_video(task["video_root"], entry["video"])
         jpegs, height, width = decode_clip(
-            path, start=entry["start"], end=entry["end"], fps=settings["fps"],
-            short_side=settings["short_side"], max_frames=settings["max_frames"],
-            jpeg_quality=settings["jpeg_quality"])
+          path,
+          start=entry["start"],
+          end=entry["end"],
+          fps=settings["fps"],
+          short_side=settings["short_side"],
+          max_frames=settings["max_frames"],
+          jpeg_quality=settings["jpeg_quality"],
+        )
       except SkipClip as e:
         skipped.append([index, entry["id"], entry["video"], str(e)])
         continue
       record = schema.VideoRecord(
-          video_id=entry["id"], frames=jpegs, caption=entry["caption"], height=height,
-          width=width, fps=settings["fps"], source=settings["source"],
-          captions=entry["captions"], nouns=phrases, noun_object=[-1] * len(phrases))
+        video_id=entry["id"],
+        frames=jpegs,
+        caption=entry["caption"],
+        height=height,
+        width=width,
+        fps=settings["fps"],
+        source=settings["source"],
+        captions=entry["captions"],
+        nouns=phrases,
+        noun_object=[-1] * len(phrases),
+      )
       # deterministic=True sorts the context map keys, otherwise the bytes vary by process.
       writer.write(schema.to_sequence_example(record).SerializeToString(deterministic=True))
       clips, frames = clips + 1, frames + len(jpegs)
   final = os.path.join(task["output_dir"], name)
   os.replace(tmp_path, final)
-  return dict(name=name, clips=clips, frames=frames, bytes=os.path.getsize(final),
-              skipped=skipped)
+  return dict(name=name, clips=clips, frames=frames, bytes=os.path.getsize(final), skipped=skipped)
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -233,24 +256,42 @@ def file_sha256(path: str) -> str:
 
 def _settings(source: str, annotations_sha256: str, knobs: Dict[str, Any]) -> Dict[str, Any]:
   """Everything the output bytes depend on besides the videos: the manifest's `settings`."""
-  return dict(knobs, schema_version=SCHEMA_VERSION, builder_version=BUILDER_VERSION,
-              source=source, annotations_sha256=annotations_sha256,
-              nouns_backend="spacy" if nouns_lib.spacy_available() else "rules")
+  return dict(
+    knobs,
+    schema_version=SCHEMA_VERSION,
+    builder_version=BUILDER_VERSION,
+    source=source,
+    annotations_sha256=annotations_sha256,
+    nouns_backend="spacy" if nouns_lib.spacy_available() else "rules",
+  )
 
 
-def _check_knobs(num_shards: int, fps: float, short_side: int, max_frames: int, workers: int,
-                 jpeg_quality: int) -> None:
+def _check_knobs(
+  num_shards: int, fps: float, short_side: int, max_frames: int, workers: int, jpeg_quality: int
+) -> None:
   if num_shards < 1 or fps <= 0 or short_side < 1 or max_frames < 0 or workers < 1:
-    raise ValueError("need num_shards >= 1, fps > 0, short_side >= 1, max_frames >= 0, "
-                     "workers >= 1")
+    raise ValueError(
+      "need num_shards >= 1, fps > 0, short_side >= 1, max_frames >= 0, workers >= 1"
+    )
   if not 1 <= jpeg_quality <= 100:
     raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}")
 
 
-def build(input_path: str, video_root: str, output_dir: str, *, split: str = "train",
-          num_shards: int = 8, fps: float = 8.0, short_side: int = 128, max_frames: int = 0,
-          jpeg_quality: int = 90, workers: int = 1, max_skipped_fraction: float = 0.1,
-          tokenizer_vocab_size: int = 0) -> Dict[str, Any]:
+def build(
+  input_path: str,
+  video_root: str,
+  output_dir: str,
+  *,
+  split: str = "train",
+  num_shards: int = 8,
+  fps: float = 8.0,
+  short_side: int = 128,
+  max_frames: int = 0,
+  jpeg_quality: int = 90,
+  workers: int = 1,
+  max_skipped_fraction: float = 0.1,
+  tokenizer_vocab_size: int = 0,
+) -> Dict[str, Any]:
   """Converts the entries of `input_path` into `split` shards in `output_dir` (resumable).
 
   The source name is the file's stem and the manifest records its SHA-256; the rest is
@@ -262,18 +303,40 @@ def build(input_path: str, video_root: str, output_dir: str, *, split: str = "tr
   if not entries:
     raise ValueError(f"{input_path} holds no entries")
   return build_entries(
-      entries, video_root, output_dir, source=os.path.splitext(os.path.basename(input_path))[0],
-      annotations_sha256=file_sha256(input_path), split=split, num_shards=num_shards, fps=fps,
-      short_side=short_side, max_frames=max_frames, jpeg_quality=jpeg_quality, workers=workers,
-      max_skipped_fraction=max_skipped_fraction, tokenizer_vocab_size=tokenizer_vocab_size)
+    entries,
+    video_root,
+    output_dir,
+    source=os.path.splitext(os.path.basename(input_path))[0],
+    annotations_sha256=file_sha256(input_path),
+    split=split,
+    num_shards=num_shards,
+    fps=fps,
+    short_side=short_side,
+    max_frames=max_frames,
+    jpeg_quality=jpeg_quality,
+    workers=workers,
+    max_skipped_fraction=max_skipped_fraction,
+    tokenizer_vocab_size=tokenizer_vocab_size,
+  )
 
 
-def build_entries(entries: Sequence[annotations.Entry], video_root: str, output_dir: str, *,
-                  source: str, annotations_sha256: str, split: str = "train",
-                  num_shards: int = 8, fps: float = 8.0, short_side: int = 128,
-                  max_frames: int = 0, jpeg_quality: int = 90, workers: int = 1,
-                  max_skipped_fraction: float = 0.1,
-                  tokenizer_vocab_size: int = 0) -> Dict[str, Any]:
+def build_entries(
+  entries: Sequence[annotations.Entry],
+  video_root: str,
+  output_dir: str,
+  *,
+  source: str,
+  annotations_sha256: str,
+  split: str = "train",
+  num_shards: int = 8,
+  fps: float = 8.0,
+  short_side: int = 128,
+  max_frames: int = 0,
+  jpeg_quality: int = 90,
+  workers: int = 1,
+  max_skipped_fraction: float = 0.1,
+  tokenizer_vocab_size: int = 0,
+) -> Dict[str, Any]:
   """Converts `entries` (in order) into `split` shards in `output_dir` (resumable).
 
   `source` is the records' dataset name and `annotations_sha256` identifies the annotations
@@ -294,11 +357,20 @@ def build_entries(entries: Sequence[annotations.Entry], video_root: str, output_
     raise ValueError(f"no entries for the {source} {split} split")
   for e in entries:
     if e.captions and e.captions[0] != e.caption:
-      raise ValueError(f"entry {e.id!r}: caption {e.caption!r} is not captions[0] "
-                       f"{e.captions[0]!r}")
-  settings = _settings(source, annotations_sha256, dict(
-      num_shards=num_shards, fps=float(fps), short_side=short_side, max_frames=max_frames,
-      jpeg_quality=jpeg_quality))
+      raise ValueError(
+        f"entry {e.id!r}: caption {e.caption!r} is not captions[0] {e.captions[0]!r}"
+      )
+  settings = _settings(
+    source,
+    annotations_sha256,
+    dict(
+      num_shards=num_shards,
+      fps=float(fps),
+      short_side=short_side,
+      max_frames=max_frames,
+      jpeg_quality=jpeg_quality,
+    ),
+  )
   os.makedirs(output_dir, exist_ok=True)
   manifest_path = os.path.join(output_dir, f"{split}-manifest.json")
   manifest = dict(split=split, settings=settings, shards={}, tokenizer=None, complete=False)
@@ -308,32 +380,56 @@ def build_entries(entries: Sequence[annotations.Entry], video_root: str, output_
     old = manifest.get("settings", {})
     differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
     if differ:
-      raise ValueError(f"{output_dir} holds {split} shards built with other settings (differ "
-                       f"in: {differ}); use another --output or delete its {split}-* files")
+      raise ValueError(
+        f"{output_dir} holds {split} shards built with other settings (differ "
+        f"in: {differ}); use another --output or delete its {split}-* files"
+      )
   tokenizer_path = os.path.join(output_dir, TOKENIZER)
   if tokenizer_vocab_size > 0 and os.path.exists(tokenizer_path) and not manifest["tokenizer"]:
-    raise ValueError(f"{tokenizer_path} exists but was not trained by this {split} build; "
-                     "remove it or pass --tokenizer_vocab_size=0 (e.g. for the val split)")
-  for name in os.listdir(output_dir):   # temporary files of a killed run
+    raise ValueError(
+      f"{tokenizer_path} exists but was not trained by this {split} build; "
+      "remove it or pass --tokenizer_vocab_size=0 (e.g. for the val split)"
+    )
+  for name in os.listdir(output_dir):  # temporary files of a killed run
     if name.startswith(f".tmp-{split}-"):
       os.remove(os.path.join(output_dir, name))
   names = shard_names(split, num_shards)
-  shards = {n: info for n, info in manifest["shards"].items() if n in names and
-            os.path.exists(os.path.join(output_dir, n)) and
-            os.path.getsize(os.path.join(output_dir, n)) == info["bytes"]}
+  shards = {
+    n: info
+    for n, info in manifest["shards"].items()
+    if n in names
+    and os.path.exists(os.path.join(output_dir, n))
+    and os.path.getsize(os.path.join(output_dir, n)) == info["bytes"]
+  }
   manifest.update(shards=shards, complete=False)
   phrases = [[] if e.error else nouns_lib.extract_nouns(e.caption) for e in entries]
-  tasks = [dict(output_dir=output_dir, video_root=video_root, settings=settings, name=name,
-                items=[(i, dataclasses.asdict(entries[i]), phrases[i])
-                       for i in range(shard, len(entries), num_shards)])
-           for shard, name in enumerate(names) if name not in shards]
+  tasks = [
+    dict(
+      output_dir=output_dir,
+      video_root=video_root,
+      settings=settings,
+      name=name,
+      items=[
+        (i, dataclasses.asdict(entries[i]), phrases[i])
+        for i in range(shard, len(entries), num_shards)
+      ],
+    )
+    for shard, name in enumerate(names)
+    if name not in shards
+  ]
 
   def record(info):
     done = info.pop("name")
     shards[done] = info
-    _write_json(manifest_path, manifest)   # after every shard: what a rerun may skip
-    logging.info("%s: %d clips, %d skipped (%d/%d shards)", done, info["clips"],
-                 len(info["skipped"]), len(shards), num_shards)
+    _write_json(manifest_path, manifest)  # after every shard: what a rerun may skip
+    logging.info(
+      "%s: %d clips, %d skipped (%d/%d shards)",
+      done,
+      info["clips"],
+      len(info["skipped"]),
+      len(shards),
+      num_shards,
+    )
 
   start_time = time.time()
   if workers > 1 and len(tasks) > 1:
@@ -350,57 +446,90 @@ def build_entries(entries: Sequence[annotations.Entry], video_root: str, output_
   skipped_path = os.path.join(output_dir, f"{split}-skipped.tsv")
   _write_skipped(skipped_path, skipped)
   if tokenizer_vocab_size > 0 and not (
-      manifest["tokenizer"] == dict(path=TOKENIZER, vocab_size=tokenizer_vocab_size)
-      and os.path.exists(tokenizer_path)):
+    manifest["tokenizer"] == dict(path=TOKENIZER, vocab_size=tokenizer_vocab_size)
+    and os.path.exists(tokenizer_path)
+  ):
     skipped_indices = {row[0] for row in skipped}
-    texts = [text for i, e in enumerate(entries) if i not in skipped_indices
-             for text in [*(e.captions or [e.caption]), *phrases[i]]]
+    texts = [
+      text
+      for i, e in enumerate(entries)
+      if i not in skipped_indices
+      for text in [*(e.captions or [e.caption]), *phrases[i]]
+    ]
     tokenizer_lib.train_tokenizer(texts, tokenizer_path, tokenizer_vocab_size)
     manifest["tokenizer"] = dict(path=TOKENIZER, vocab_size=tokenizer_vocab_size)
   clips = sum(info["clips"] for info in shards.values())
   frames = sum(info["frames"] for info in shards.values())
-  manifest.update(complete=True, counts=dict(clips=clips, frames=frames, skipped=len(skipped),
-                                             entries=len(entries)))
+  manifest.update(
+    complete=True,
+    counts=dict(clips=clips, frames=frames, skipped=len(skipped), entries=len(entries)),
+  )
   _write_json(manifest_path, manifest)
   fraction = len(skipped) / len(entries)
-  line = (f"build_shards: wrote {clips} clips in {num_shards} shards; skipped {len(skipped)} "
-          f"of {len(entries)} ({100 * fraction:.1f}%) -> {skipped_path}")
+  line = (
+    f"build_shards: wrote {clips} clips in {num_shards} shards; skipped {len(skipped)} "
+    f"of {len(entries)} ({100 * fraction:.1f}%) -> {skipped_path}"
+  )
   logging.info("%s (%d shards written in %.1f s)", line, len(tasks), time.time() - start_time)
-  return dict(clips=clips, frames=frames, skipped=len(skipped), total=len(entries),
-              num_shards=num_shards, shards_written=len(tasks), skipped_fraction=fraction,
-              ok=fraction <= max_skipped_fraction, skipped_path=skipped_path,
-              manifest_path=manifest_path,
-              tokenizer_path=tokenizer_path if manifest["tokenizer"] else None, line=line)
+  return dict(
+    clips=clips,
+    frames=frames,
+    skipped=len(skipped),
+    total=len(entries),
+    num_shards=num_shards,
+    shards_written=len(tasks),
+    skipped_fraction=fraction,
+    ok=fraction <= max_skipped_fraction,
+    skipped_path=skipped_path,
+    manifest_path=manifest_path,
+    tokenizer_path=tokenizer_path if manifest["tokenizer"] else None,
+    line=line,
+  )
 
 
 def define_build_flags(what: str = "the entries") -> None:
   """The decoding and sharding flags every shard builder shares (build_shards, the readers of
   public benchmarks under data_pipelines/readers/); `build_knobs` reads them back."""
-  flags.DEFINE_integer("num_shards", 8, "Number of shards per split; entry i goes to shard "
-                       "i % n.")
+  flags.DEFINE_integer("num_shards", 8, "Number of shards per split; entry i goes to shard i % n.")
   flags.DEFINE_float("fps", 8.0, "Frames per second to sample.")
   flags.DEFINE_integer("short_side", 128, "Short side of the stored frames, in pixels.")
   flags.DEFINE_integer("max_frames", 0, "Keep at most this many frames per clip (0: all).")
   flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames (1-100).")
   flags.DEFINE_integer("workers", 1, "Processes, one shard each at a time (spawned).")
-  flags.DEFINE_float("max_skipped_fraction", 0.1, "Exit with status 1 when a larger fraction "
-                     f"of {what} is skipped.")
-  flags.DEFINE_integer("tokenizer_vocab_size", 0, "> 0: train OUT/tokenizer.model with this "
-                       "vocabulary on the training captions and nouns.")
+  flags.DEFINE_float(
+    "max_skipped_fraction", 0.1, f"Exit with status 1 when a larger fraction of {what} is skipped."
+  )
+  flags.DEFINE_integer(
+    "tokenizer_vocab_size",
+    0,
+    "> 0: train OUT/tokenizer.model with this vocabulary on the training captions and nouns.",
+  )
 
 
 def build_knobs() -> Dict[str, Any]:
   """The values of `define_build_flags`' flags, as keyword arguments of `build_entries`."""
-  names = ("num_shards", "fps", "short_side", "max_frames", "jpeg_quality", "workers",
-           "max_skipped_fraction", "tokenizer_vocab_size")
+  names = (
+    "num_shards",
+    "fps",
+    "short_side",
+    "max_frames",
+    "jpeg_quality",
+    "workers",
+    "max_skipped_fraction",
+    "tokenizer_vocab_size",
+  )
   return {name: getattr(flags.FLAGS, name) for name in names}
 
 
 def _define_flags() -> None:
   # Defined only when run as a program, so importing this module adds no flags.
   flags.DEFINE_string("input", None, "Annotation file: .csv, .jsonl or ActivityNet .json.")
-  flags.DEFINE_string("video_root", None, "Directory the annotation's video paths are "
-                      "relative to (default: the annotation file's directory).")
+  flags.DEFINE_string(
+    "video_root",
+    None,
+    "Directory the annotation's video paths are "
+    "relative to (default: the annotation file's directory).",
+  )
   flags.DEFINE_string("output", None, "Output directory for shards, manifest and report.")
   flags.DEFINE_string("split", "train", "Split name: the shard file prefix.")
   define_build_flags()
@@ -410,12 +539,20 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  summary = build(f.input, f.video_root or os.path.dirname(os.path.abspath(f.input)), f.output,
-                  split=f.split, **build_knobs())
+  summary = build(
+    f.input,
+    f.video_root or os.path.dirname(os.path.abspath(f.input)),
+    f.output,
+    split=f.split,
+    **build_knobs(),
+  )
   print(summary["line"])
   if not summary["ok"]:
-    print(f"build_shards: more than --max_skipped_fraction={f.max_skipped_fraction} of the "
-          "entries were skipped", file=sys.stderr)
+    print(
+      f"build_shards: more than --max_skipped_fraction={f.max_skipped_fraction} of the "
+      "entries were skipped",
+      file=sys.stderr,
+    )
     sys.exit(1)
 
 

@@ -92,10 +92,11 @@ sample_frame_indices = ops.sample_frame_indices
 class Augmentation:
   """Spatial settings. Training crops a random window when crop_area[0] < 1 (else the centre
   square, as evaluation always does) and flips with probability 1/2 when `flip`."""
-  crop_area: tuple[float, float] = (1.0, 1.0)       # fraction of the frame area
+
+  crop_area: tuple[float, float] = (1.0, 1.0)  # fraction of the frame area
   crop_aspect_ratio: tuple[float, float] = (0.75, 4 / 3)
   flip: bool = False
-  normalization: str = "unit"                       # see video_ops.NORMALIZATIONS
+  normalization: str = "unit"  # see video_ops.NORMALIZATIONS
 
 
 def list_shards(path: str, split: str | None = None) -> list[str]:
@@ -111,16 +112,19 @@ def list_shards(path: str, split: str | None = None) -> list[str]:
     pattern = path
   files = sorted(glob.glob(pattern))
   if not files:
-    raise FileNotFoundError(f"No shard files match {pattern!r} (data.path={path!r}, "
-                            f"split={split!r})")
+    raise FileNotFoundError(
+      f"No shard files match {pattern!r} (data.path={path!r}, split={split!r})"
+    )
   return files
 
 
 def host_shards(files: Sequence[str], process_index: int, process_count: int) -> list[str]:
   """The disjoint subset of `files` that host `process_index` reads (round robin)."""
   if len(files) < process_count:
-    raise ValueError(f"{len(files)} shard files cannot feed {process_count} hosts; write at "
-                     "least one shard per host")
+    raise ValueError(
+      f"{len(files)} shard files cannot feed {process_count} hosts; write at "
+      "least one shard per host"
+    )
   return list(files[process_index::process_count])
 
 
@@ -129,21 +133,38 @@ def record_stream(files: Sequence[str], *, train: bool, seed: int) -> tf.data.Da
   files_ds = tf.data.Dataset.from_tensor_slices(list(files))
   if train:
     files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True).repeat()
-  return files_ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-                             block_length=1, num_parallel_calls=tf.data.AUTOTUNE,
-                             deterministic=True)
+  return files_ds.interleave(
+    tf.data.TFRecordDataset,
+    cycle_length=min(len(files), 8),
+    block_length=1,
+    num_parallel_calls=tf.data.AUTOTUNE,
+    deterministic=True,
+  )
 
 
-def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
-                 tokenizer: tokenizer_lib.Tokenizer, batch_size: int, num_frames: int,
-                 frame_stride: int, resolution: int, max_text_len: int, num_nouns: int,
-                 max_noun_len: int, noun_prompt: str, train: bool, seed: int = 0,
-                 shuffle_buffer: int = 1024, start_index: int = 0,
-                 with_annotations: bool = False, max_examples: int = 0,
-                 augment: Augmentation = Augmentation(),
-                 weights: Sequence[float] | None = None,
-                 host_slice: tuple[int, int] | None = None,
-                 sample_captions: bool = False) -> tf.data.Dataset:
+def make_dataset(
+  files: Sequence[str] | Sequence[Sequence[str]],
+  *,
+  tokenizer: tokenizer_lib.Tokenizer,
+  batch_size: int,
+  num_frames: int,
+  frame_stride: int,
+  resolution: int,
+  max_text_len: int,
+  num_nouns: int,
+  max_noun_len: int,
+  noun_prompt: str,
+  train: bool,
+  seed: int = 0,
+  shuffle_buffer: int = 1024,
+  start_index: int = 0,
+  with_annotations: bool = False,
+  max_examples: int = 0,
+  augment: Augmentation = Augmentation(),
+  weights: Sequence[float] | None = None,
+  host_slice: tuple[int, int] | None = None,
+  sample_captions: bool = False,
+) -> tf.data.Dataset:
   """The pretraining batches of the contract above: `make_dataset_from_ops` (the stream,
   hosts, resume and evaluation padding are described there) with the ops of these settings.
 
@@ -155,8 +176,8 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
   (stateless in (seed, stream index)); records with no `captions` list use `caption`.
   """
   example_ops = [
-      ops.Frames(num_frames, frame_stride, train=train, seed=seed),
-      ops.Crop(resolution, augment.crop_area, augment.crop_aspect_ratio, train=train, seed=seed),
+    ops.Frames(num_frames, frame_stride, train=train, seed=seed),
+    ops.Crop(resolution, augment.crop_area, augment.crop_aspect_ratio, train=train, seed=seed),
   ]
   if augment.flip:
     example_ops.append(ops.Flip(train=train, seed=seed))
@@ -165,22 +186,40 @@ def make_dataset(files: Sequence[str] | Sequence[Sequence[str]], *,
     # CaptionId before Caption: the id names the clip's primary caption even when training
     # draws another one. NounBoxes after Flip: the boxes follow a flipped clip.
     example_ops += [ops.CaptionId(), ops.NounBoxes(num_nouns)]
-  example_ops += [ops.Caption(sample=sample_captions, train=train, seed=seed),
-                  ops.Nouns(num_nouns)]
-  batch_ops = [ops.Tokenize(tokenizer, "caption", max_text_len, name="text"),
-               ops.Tokenize(tokenizer, "nouns", max_noun_len, name="noun", prompt=noun_prompt)]
+  example_ops += [ops.Caption(sample=sample_captions, train=train, seed=seed), ops.Nouns(num_nouns)]
+  batch_ops = [
+    ops.Tokenize(tokenizer, "caption", max_text_len, name="text"),
+    ops.Tokenize(tokenizer, "nouns", max_noun_len, name="noun", prompt=noun_prompt),
+  ]
   return make_dataset_from_ops(
-      files, example_ops=example_ops, batch_ops=batch_ops, batch_size=batch_size, train=train,
-      seed=seed, shuffle_buffer=shuffle_buffer, start_index=start_index,
-      max_examples=max_examples, weights=weights, host_slice=host_slice)
+    files,
+    example_ops=example_ops,
+    batch_ops=batch_ops,
+    batch_size=batch_size,
+    train=train,
+    seed=seed,
+    shuffle_buffer=shuffle_buffer,
+    start_index=start_index,
+    max_examples=max_examples,
+    weights=weights,
+    host_slice=host_slice,
+  )
 
 
-def make_dataset_from_ops(files: Sequence[str] | Sequence[Sequence[str]], *,
-                          example_ops: Sequence[ops.Op], batch_ops: Sequence[ops.Op] = (),
-                          batch_size: int, train: bool, seed: int = 0,
-                          shuffle_buffer: int = 1024, start_index: int = 0,
-                          max_examples: int = 0, weights: Sequence[float] | None = None,
-                          host_slice: tuple[int, int] | None = None) -> tf.data.Dataset:
+def make_dataset_from_ops(
+  files: Sequence[str] | Sequence[Sequence[str]],
+  *,
+  example_ops: Sequence[ops.Op],
+  batch_ops: Sequence[ops.Op] = (),
+  batch_size: int,
+  train: bool,
+  seed: int = 0,
+  shuffle_buffer: int = 1024,
+  start_index: int = 0,
+  max_examples: int = 0,
+  weights: Sequence[float] | None = None,
+  host_slice: tuple[int, int] | None = None,
+) -> tf.data.Dataset:
   """The batched dataset over `files` (this host's subset, or all files with `host_slice`):
   every record through `example_ops`, every batch through `batch_ops` (data_pipelines/ops.py).
 
@@ -207,12 +246,16 @@ def make_dataset_from_ops(files: Sequence[str] | Sequence[Sequence[str]], *,
     ds = record_stream(files, train=train, seed=seed)
   else:
     if not train or len(weights) != len(files) or min(weights) < 0 or sum(weights) <= 0:
-      raise ValueError(f"A mixture needs train=True and one non-negative weight per dataset "
-                       f"(got {len(files)} datasets, weights {list(weights)})")
-    streams = [record_stream(f, train=True, seed=seed + 1000 * (i + 1))
-               for i, f in enumerate(files)]
-    ds = tf.data.Dataset.sample_from_datasets(streams, weights=[float(w) for w in weights],
-                                              seed=seed + 2)
+      raise ValueError(
+        f"A mixture needs train=True and one non-negative weight per dataset "
+        f"(got {len(files)} datasets, weights {list(weights)})"
+      )
+    streams = [
+      record_stream(f, train=True, seed=seed + 1000 * (i + 1)) for i, f in enumerate(files)
+    ]
+    ds = tf.data.Dataset.sample_from_datasets(
+      streams, weights=[float(w) for w in weights], seed=seed + 2
+    )
   example_ops, batch_ops = list(example_ops), list(batch_ops)
   with_annotations = ops.needs_annotations(example_ops)
 
@@ -231,27 +274,36 @@ def make_dataset_from_ops(files: Sequence[str] | Sequence[Sequence[str]], *,
     ds = ds.take(max_examples)
   ds = ds.enumerate()
   if start_index:
-    ds = ds.skip(start_index)   # before any decoding: skipping costs only reading records
+    ds = ds.skip(start_index)  # before any decoding: skipping costs only reading records
   if not train:
     host, num_hosts = host_slice or (0, 1)
     ds = _padded_host_rows(ds, batch_size, host, num_hosts)
-    ds = ds.map(lambda index, record, valid: {**example_fn(index, record), "valid": valid},
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(
+      lambda index, record, valid: {**example_fn(index, record), "valid": valid},
+      num_parallel_calls=tf.data.AUTOTUNE,
+      deterministic=True,
+    )
   else:
     if host_slice is not None:
       host, num_hosts = host_slice
       begin = host * batch_size
       ds = ds.batch(batch_size * num_hosts, drop_remainder=True)
-      ds = ds.map(lambda index, record: (index[begin:begin + batch_size],
-                                         record[begin:begin + batch_size])).unbatch()
+      ds = ds.map(
+        lambda index, record: (
+          index[begin : begin + batch_size],
+          record[begin : begin + batch_size],
+        )
+      ).unbatch()
     ds = ds.map(example_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(batch_size, drop_remainder=True)
   if batch_ops:
     ds = ds.map(batch_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE)
 
-def _padded_host_rows(ds: tf.data.Dataset, batch_size: int, host: int, num_hosts: int
-                      ) -> tf.data.Dataset:
+
+def _padded_host_rows(
+  ds: tf.data.Dataset, batch_size: int, host: int, num_hosts: int
+) -> tf.data.Dataset:
   """(index, record) -> (index, record, valid): this host's rows of each global batch of
   `batch_size * num_hosts` records, the last global batch padded by repeating its last record
   (valid 0)."""
@@ -260,8 +312,8 @@ def _padded_host_rows(ds: tf.data.Dataset, batch_size: int, host: int, num_hosts
   def pad_and_slice(index, record):
     count = tf.shape(index)[0]
     rows = tf.concat([tf.range(count), tf.fill([global_batch - count], count - 1)], axis=0)
-    rows = rows[begin:begin + batch_size]
-    valid = tf.cast(tf.range(global_batch) < count, tf.int32)[begin:begin + batch_size]
+    rows = rows[begin : begin + batch_size]
+    valid = tf.cast(tf.range(global_batch) < count, tf.int32)[begin : begin + batch_size]
     return tf.gather(index, rows), tf.gather(record, rows), valid
 
   return ds.batch(global_batch).map(pad_and_slice).unbatch()

@@ -55,12 +55,15 @@ _ADVERBS = """left right away back again around together slowly quickly very too
 _VERBS = """run walk sit stand talk ride move grow shrink appear disappear change turn jump
     eat hold make go come use put take throw catch drive fall sing climb read write play
     stir pour wear open close push pull carry get give watch look cook dance swim""".split()
-_STOP_WORDS = frozenset(_DETERMINERS + _PRONOUNS + _PREPOSITIONS + _CONJUNCTIONS +
-                        _AUXILIARIES + _ADVERBS + _VERBS)
+_STOP_WORDS = frozenset(
+  _DETERMINERS + _PRONOUNS + _PREPOSITIONS + _CONJUNCTIONS + _AUXILIARIES + _ADVERBS + _VERBS
+)
 # Colour and size words: a phrase made only of these has not reached its head noun yet.
-_ADJECTIVES = frozenset("""red blue green yellow purple orange black white brown grey gray pink
+_ADJECTIVES = frozenset(
+  """red blue green yellow purple orange black white brown grey gray pink
     golden silver dark light big small large little tiny huge young old tall short long new
-    wooden empty""".split())
+    wooden empty""".split()
+)
 _SUBJECT_OR_AUX = frozenset(_PRONOUNS + _AUXILIARIES)
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:['\-][a-z0-9]+)*|[^\sa-z0-9]")
 
@@ -83,8 +86,9 @@ def _rule_phrases(caption: str) -> List[str]:
   for word in _TOKEN_RE.findall(caption.lower()):
     if not word[0].isalnum() or word in _STOP_WORDS:
       flush()
-    elif _verb_like(word) and (any(w not in _ADJECTIVES for w in current) or
-                               (not current and previous in _SUBJECT_OR_AUX)):
+    elif _verb_like(word) and (
+      any(w not in _ADJECTIVES for w in current) or (not current and previous in _SUBJECT_OR_AUX)
+    ):
       flush()
     else:
       current.append(word)
@@ -98,8 +102,9 @@ def _spacy_model():
   """The loaded spaCy pipeline, or None when spaCy or its English model is missing."""
   try:
     import spacy  # pylint: disable=g-import-not-at-top
+
     return spacy.load(SPACY_MODEL, disable=["ner", "lemmatizer"])
-  except (ImportError, OSError):   # OSError: spaCy is there but the model is not
+  except (ImportError, OSError):  # OSError: spaCy is there but the model is not
     return None
 
 
@@ -122,8 +127,9 @@ def spacy_available() -> bool:
   return _spacy_model() is not None
 
 
-def extract_nouns(caption: str, max_nouns: Optional[int] = None,
-                  backend: str = "auto") -> List[str]:
+def extract_nouns(
+  caption: str, max_nouns: Optional[int] = None, backend: str = "auto"
+) -> List[str]:
   """Distinct noun phrases of `caption`, lower-case, in order of first mention.
 
   Args:
@@ -137,8 +143,10 @@ def extract_nouns(caption: str, max_nouns: Optional[int] = None,
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
   nlp = None if backend == "rules" else _spacy_model()
   if backend == "spacy" and nlp is None:
-    raise ImportError(f"backend='spacy' needs spaCy and its {SPACY_MODEL} model: pip install "
-                      f"spacy && python -m spacy download {SPACY_MODEL}")
+    raise ImportError(
+      f"backend='spacy' needs spaCy and its {SPACY_MODEL} model: pip install "
+      f"spacy && python -m spacy download {SPACY_MODEL}"
+    )
   phrases = _spacy_phrases(nlp, caption) if nlp is not None else _rule_phrases(caption)
   distinct = list(dict.fromkeys(phrases))
   return distinct if max_nouns is None else distinct[:max_nouns]

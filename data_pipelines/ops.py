@@ -52,8 +52,9 @@ def example_seed(features: Features, seed: int, salt: int) -> tf.Tensor:
   return tf.stack([tf.cast(seed + salt, tf.int64), tf.cast(features["index"], tf.int64)])
 
 
-def sample_frame_indices(num_available: tf.Tensor, num_frames: int, stride: int,
-                         offset_fraction: tf.Tensor) -> tf.Tensor:
+def sample_frame_indices(
+  num_available: tf.Tensor, num_frames: int, stride: int, offset_fraction: tf.Tensor
+) -> tf.Tensor:
   """Indices of `num_frames` frames `stride` apart, starting at a fraction of the free range.
 
   offset_fraction in [0, 1) picks the start among the valid starts (0.5: centred). Clips
@@ -77,8 +78,11 @@ def pad_or_trim(values: tf.Tensor, length: int, pad_value) -> tf.Tensor:
 
 def _draw_index(features: Features, seed: int, salt: int, count: tf.Tensor) -> tf.Tensor:
   """A uniform draw in [0, count) (0 when count is 0), stateless in (seed + salt, index)."""
-  pick = tf.cast(tf.random.stateless_uniform([], seed=example_seed(features, seed, salt)) *
-                 tf.cast(tf.maximum(count, 1), tf.float32), tf.int32)
+  pick = tf.cast(
+    tf.random.stateless_uniform([], seed=example_seed(features, seed, salt))
+    * tf.cast(tf.maximum(count, 1), tf.float32),
+    tf.int32,
+  )
   return tf.minimum(pick, tf.maximum(count - 1, 0))
 
 
@@ -100,6 +104,7 @@ class Frames:
   of each sampled frame; `sample_frame_indices`: a random start (salt 0) when `train`, else
   centred; short clips repeat their last frame) and `_frames` uint8 [T, H, W, 3].
   """
+
   num_frames: int
   stride: int = 1
   train: bool = False
@@ -108,9 +113,11 @@ class Frames:
 
   def __call__(self, features: Features) -> Features:
     num_available = tf.shape(features["frames"])[0]
-    offset = (tf.random.stateless_uniform([], seed=example_seed(features, self.seed,
-                                                                SALT_OFFSET))
-              if self.train else 0.5)
+    offset = (
+      tf.random.stateless_uniform([], seed=example_seed(features, self.seed, SALT_OFFSET))
+      if self.train
+      else 0.5
+    )
     frame_ids = sample_frame_indices(num_available, self.num_frames, self.stride, offset)
     frames = video_ops.decode_jpeg_frames(tf.gather(features["frames"], frame_ids))
     return {**features, "_frame_ids": frame_ids, "_frames": frames}
@@ -125,6 +132,7 @@ class Crop:
   [0, 1], `_window` int32 (y0, x0, h, w) in pixels and `_frame_size` int32 (H, W) of the
   decoded frames (box and mask ops map annotations with these two).
   """
+
   resolution: int
   area: tuple[float, float] = (1.0, 1.0)
   aspect_ratio: tuple[float, float] = (0.75, 4 / 3)
@@ -137,13 +145,17 @@ class Crop:
     frames = features["_frames"]
     height, width = tf.shape(frames)[1], tf.shape(frames)[2]
     if self.train and self.area[0] < 1.0:
-      window = video_ops.random_crop_window(height, width,
-                                            example_seed(features, self.seed, SALT_CROP),
-                                            self.area, self.aspect_ratio)
+      window = video_ops.random_crop_window(
+        height, width, example_seed(features, self.seed, SALT_CROP), self.area, self.aspect_ratio
+      )
     else:
       window = video_ops.center_crop_window(height, width)
-    return {**features, "video": video_ops.crop_and_resize(frames, window, self.resolution),
-            "_window": window, "_frame_size": tf.stack([height, width])}
+    return {
+      **features,
+      "video": video_ops.crop_and_resize(frames, window, self.resolution),
+      "_window": window,
+      "_frame_size": tf.stack([height, width]),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +165,7 @@ class Flip:
   Reads and writes `video`; writes `_flipped` (bool scalar) when `train`, which the box and
   mask ops that run after Flip follow.
   """
+
   train: bool = False
   seed: int = 0
   writes: ClassVar[tuple[str, ...]] = ("video",)
@@ -160,8 +173,9 @@ class Flip:
   def __call__(self, features: Features) -> Features:
     if not self.train:
       return features
-    flipped = tf.random.stateless_uniform([], seed=example_seed(features, self.seed,
-                                                                SALT_FLIP)) < 0.5
+    flipped = (
+      tf.random.stateless_uniform([], seed=example_seed(features, self.seed, SALT_FLIP)) < 0.5
+    )
     video = features["video"]
     video = tf.cond(flipped, lambda: video_ops.flip_left_right(video), lambda: video)
     return {**features, "video": video, "_flipped": flipped}
@@ -173,13 +187,15 @@ class Normalize:
 
   Reads and writes `video`.
   """
+
   kind: str = "unit"
   writes: ClassVar[tuple[str, ...]] = ("video",)
 
   def __post_init__(self):
     if self.kind not in video_ops.NORMALIZATIONS:
-      raise ValueError(f"Unknown normalization {self.kind!r}; expected one of "
-                       f"{video_ops.NORMALIZATIONS}")
+      raise ValueError(
+        f"Unknown normalization {self.kind!r}; expected one of {video_ops.NORMALIZATIONS}"
+      )
 
   def __call__(self, features: Features) -> Features:
     return {**features, "video": video_ops.normalize(features["video"], self.kind)}
@@ -197,6 +213,7 @@ class Caption:
   uniformly from `captions` (salt 3; records without a `captions` list keep `caption`); else
   it is `caption`, the primary one. Writes `caption` string [].
   """
+
   sample: bool = False
   train: bool = False
   seed: int = 0
@@ -220,14 +237,18 @@ class Nouns:
   int32 [K] (1 on the caption's nouns). Tokenize(..., "nouns", prompt=...) turns them into
   prompted tokens; padded slots get tokens too, noun_valid masks them out.
   """
+
   num_nouns: int
   writes: ClassVar[tuple[str, ...]] = ("nouns", "noun_valid")
 
   def __call__(self, features: Features) -> Features:
     nouns = features["nouns"]
     num_valid = tf.minimum(tf.shape(nouns)[0], self.num_nouns)
-    return {**features, "nouns": pad_or_trim(nouns, self.num_nouns, ""),
-            "noun_valid": tf.cast(tf.range(self.num_nouns) < num_valid, tf.int32)}
+    return {
+      **features,
+      "nouns": pad_or_trim(nouns, self.num_nouns, ""),
+      "noun_valid": tf.cast(tf.range(self.num_nouns) < num_valid, tf.int32),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +258,7 @@ class CaptionId:
   Put it before Caption(sample=True) to hash the clip's primary caption (what identifies the
   clip; the pretraining list does). Reads `caption`; writes `caption_id` int32 [].
   """
+
   writes: ClassVar[tuple[str, ...]] = ("caption_id",)
 
   def __call__(self, features: Features) -> Features:
@@ -255,10 +277,17 @@ class Answer:
   answer_valid = 1: it counts in accuracy as a question no model can get right (honest
   accuracy over all questions), and a loss must skip answer = -1.
   """
+
   writes: ClassVar[tuple[str, ...]] = ("question", "answer", "answer_valid")
 
-  def __init__(self, vocab: Union[Mapping[str, int], Sequence[str]], *, sample: bool = False,
-               train: bool = False, seed: int = 0):
+  def __init__(
+    self,
+    vocab: Union[Mapping[str, int], Sequence[str]],
+    *,
+    sample: bool = False,
+    train: bool = False,
+    seed: int = 0,
+  ):
     if isinstance(vocab, Mapping):
       keys, ids = list(vocab.keys()), [int(v) for v in vocab.values()]
     else:
@@ -274,21 +303,28 @@ class Answer:
     self.vocab_size = max(ids) + 1
     # Built once, eagerly; tf.data captures the table by reference in every map.
     self._table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string),
-                                            tf.constant(ids, tf.int64)), default_value=-1)
+      tf.lookup.KeyValueTensorInitializer(tf.constant(keys, tf.string), tf.constant(ids, tf.int64)),
+      default_value=-1,
+    )
 
   def __call__(self, features: Features) -> Features:
     questions, answers = features["qa_question"], features["qa_answer"]
     count = tf.minimum(tf.shape(questions)[0], tf.shape(answers)[0])
-    pick = (_draw_index(features, self.seed, SALT_QUESTION, count)
-            if self.train and self.sample else tf.constant(0))
+    pick = (
+      _draw_index(features, self.seed, SALT_QUESTION, count)
+      if self.train and self.sample
+      else tf.constant(0)
+    )
     has_qa = count > 0
     # Pad one empty pair so the gather stays in range for clips without QA.
     question = tf.concat([questions[:count], [""]], axis=0)[pick]
     answer = self._table.lookup(tf.concat([answers[:count], [""]], axis=0)[pick])
-    return {**features, "question": question,
-            "answer": tf.where(has_qa, tf.cast(answer, tf.int32), -1),
-            "answer_valid": tf.cast(has_qa, tf.int32)}
+    return {
+      **features,
+      "question": question,
+      "answer": tf.where(has_qa, tf.cast(answer, tf.int32), -1),
+      "answer_valid": tf.cast(has_qa, tf.int32),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,13 +334,17 @@ class Label:
   Reads `action_labels` [*] int64. Writes `label` int32 [] (-1 without a label) and
   `label_valid` int32 [] (1 when the clip has one).
   """
+
   writes: ClassVar[tuple[str, ...]] = ("label", "label_valid")
 
   def __call__(self, features: Features) -> Features:
     labels = tf.cast(features["action_labels"], tf.int32)
     has_label = tf.size(labels) > 0
-    return {**features, "label": tf.concat([labels, [-1]], axis=0)[0],
-            "label_valid": tf.cast(has_label, tf.int32)}
+    return {
+      **features,
+      "label": tf.concat([labels, [-1]], axis=0)[0],
+      "label_valid": tf.cast(has_label, tf.int32),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,6 +358,7 @@ class Segments:
   one sampled frame. Segments keep their record order; the first `max_segments` are kept,
   padding is [0, 0] with segment_valid 0.
   """
+
   max_segments: int
   writes: ClassVar[tuple[str, ...]] = ("segments", "segment_valid")
 
@@ -328,7 +369,8 @@ class Segments:
     ends = pad_or_trim(features["segment_end"], self.max_segments, 0)
     count = tf.minimum(tf.shape(features["segment_start"])[0], self.max_segments)
     before = lambda bounds: tf.reduce_sum(
-        tf.cast(frame_ids[None, :] < bounds[:, None], tf.int32), axis=1)
+      tf.cast(frame_ids[None, :] < bounds[:, None], tf.int32), axis=1
+    )
     first, end = before(starts), before(ends)
     valid = (tf.range(self.max_segments) < count) & (end > first)
     segments = tf.where(valid[:, None], tf.stack([first, end], axis=1), 0)
@@ -347,13 +389,18 @@ def _mirror_boxes(boxes: tf.Tensor) -> tf.Tensor:
 def _clip_boxes(features: Features, op: str) -> tuple[tf.Tensor, tf.Tensor]:
   """Every object's box in the sampled frames, in crop coordinates: (boxes float32 [T, O, 4],
   visible int64 [T, O]); an object cropped away counts as not visible."""
-  _require(features, ["boxes", "visible"], op,
-           "parse the record with annotations: make_dataset_from_ops does when an op sets "
-           "needs_annotations")
+  _require(
+    features,
+    ["boxes", "visible"],
+    op,
+    "parse the record with annotations: make_dataset_from_ops does when an op sets "
+    "needs_annotations",
+  )
   _require(features, ["_frame_ids", "_window", "_frame_size"], op, "run Frames and Crop first")
   frame_ids, (height, width) = features["_frame_ids"], tf.unstack(features["_frame_size"])
-  boxes, inside = video_ops.crop_boxes(tf.gather(features["boxes"], frame_ids),
-                                       features["_window"], height, width)
+  boxes, inside = video_ops.crop_boxes(
+    tf.gather(features["boxes"], frame_ids), features["_window"], height, width
+  )
   visible = tf.gather(features["visible"], frame_ids) * tf.cast(inside, tf.int64)
   if "_flipped" in features:
     boxes = tf.where(features["_flipped"], _mirror_boxes(boxes), boxes)
@@ -371,22 +418,26 @@ class NounBoxes:
   record (the schema gives nouns and noun_object equal lengths); unknown nouns, padded slots
   and real video (no objects) give zeros.
   """
+
   num_nouns: int
   needs_annotations: ClassVar[bool] = True
   writes: ClassVar[tuple[str, ...]] = ("noun_boxes", "noun_visible")
 
   def __call__(self, features: Features) -> Features:
-    boxes, visible = _clip_boxes(features, "NounBoxes")                  # [T, O, 4], [T, O]
+    boxes, visible = _clip_boxes(features, "NounBoxes")  # [T, O, 4], [T, O]
     objects = pad_or_trim(tf.cast(features["noun_object"], tf.int32), self.num_nouns, -1)
     known = (objects >= 0) & (objects < tf.shape(boxes)[1])
     safe = tf.where(known, objects, 0)
     # Real video has O = 0: pad one dummy object so the gather below stays in range.
     boxes = tf.pad(boxes, [[0, 0], [0, 1], [0, 0]])
     visible = tf.pad(visible, [[0, 0], [0, 1]])
-    noun_boxes = tf.transpose(tf.gather(boxes, safe, axis=1), [1, 0, 2])   # [K, T, 4]
+    noun_boxes = tf.transpose(tf.gather(boxes, safe, axis=1), [1, 0, 2])  # [K, T, 4]
     noun_visible = tf.transpose(tf.gather(visible, safe, axis=1), [1, 0])  # [K, T]
-    return {**features, "noun_boxes": tf.where(known[:, None, None], noun_boxes, 0.0),
-            "noun_visible": tf.where(known[:, None], tf.cast(noun_visible, tf.int32), 0)}
+    return {
+      **features,
+      "noun_boxes": tf.where(known[:, None, None], noun_boxes, 0.0),
+      "noun_visible": tf.where(known[:, None], tf.cast(noun_visible, tf.int32), 0),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,6 +450,7 @@ class Boxes:
   `object_valid` int32 [max_objects] (1 for the record's objects; objects past max_objects are
   dropped, padding is zeros).
   """
+
   max_objects: int
   needs_annotations: ClassVar[bool] = True
   writes: ClassVar[tuple[str, ...]] = ("object_boxes", "object_visible", "object_valid")
@@ -407,12 +459,14 @@ class Boxes:
     boxes, visible = _clip_boxes(features, "Boxes")
     num_objects = tf.shape(boxes)[1]
     pad = tf.maximum(self.max_objects - num_objects, 0)
-    boxes = tf.pad(boxes[:, :self.max_objects], [[0, 0], [0, pad], [0, 0]])
-    visible = tf.pad(visible[:, :self.max_objects], [[0, 0], [0, pad]])
-    return {**features, "object_boxes": tf.ensure_shape(boxes, [None, self.max_objects, 4]),
-            "object_visible": tf.ensure_shape(tf.cast(visible, tf.int32),
-                                              [None, self.max_objects]),
-            "object_valid": tf.cast(tf.range(self.max_objects) < num_objects, tf.int32)}
+    boxes = tf.pad(boxes[:, : self.max_objects], [[0, 0], [0, pad], [0, 0]])
+    visible = tf.pad(visible[:, : self.max_objects], [[0, 0], [0, pad]])
+    return {
+      **features,
+      "object_boxes": tf.ensure_shape(boxes, [None, self.max_objects, 4]),
+      "object_visible": tf.ensure_shape(tf.cast(visible, tf.int32), [None, self.max_objects]),
+      "object_valid": tf.cast(tf.range(self.max_objects) < num_objects, tf.int32),
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,15 +480,20 @@ class Masks:
   [T, R, R]: 0 background, o + 1 for object o < max_objects (pixels of later objects read 0,
   like Boxes drops them). A record without masks (real video) gives zeros.
   """
+
   resolution: int
   max_objects: int
   needs_annotations: ClassVar[bool] = True
   writes: ClassVar[tuple[str, ...]] = ("object_masks",)
 
   def __call__(self, features: Features) -> Features:
-    _require(features, ["masks"], "Masks",
-             "parse the record with annotations: make_dataset_from_ops does when an op sets "
-             "needs_annotations")
+    _require(
+      features,
+      ["masks"],
+      "Masks",
+      "parse the record with annotations: make_dataset_from_ops does when an op sets "
+      "needs_annotations",
+    )
     _require(features, ["_frame_ids", "_window"], "Masks", "run Frames and Crop first")
     frame_ids, window = features["_frame_ids"], features["_window"]
     pngs = features["masks"]
@@ -442,15 +501,18 @@ class Masks:
     size = self.resolution
 
     def decode():
-      maps = tf.map_fn(lambda png: tf.io.decode_png(png, channels=1),
-                       tf.gather(pngs, frame_ids),
-                       fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8))
+      maps = tf.map_fn(
+        lambda png: tf.io.decode_png(png, channels=1),
+        tf.gather(pngs, frame_ids),
+        fn_output_signature=tf.TensorSpec([None, None, 1], tf.uint8),
+      )
       y0, x0, h, w = tf.unstack(window)
-      maps = tf.image.resize(maps[:, y0:y0 + h, x0:x0 + w], [size, size], method="nearest")
+      maps = tf.image.resize(maps[:, y0 : y0 + h, x0 : x0 + w], [size, size], method="nearest")
       return tf.cast(maps[..., 0], tf.int32)
 
-    maps = tf.cond(tf.size(pngs) > 0, decode,
-                   lambda: tf.zeros(tf.stack([num_frames, size, size]), tf.int32))
+    maps = tf.cond(
+      tf.size(pngs) > 0, decode, lambda: tf.zeros(tf.stack([num_frames, size, size]), tf.int32)
+    )
     if "_flipped" in features:
       maps = tf.where(features["_flipped"], tf.reverse(maps, axis=[2]), maps)
     maps = tf.where(maps > self.max_objects, 0, maps)
@@ -477,8 +539,7 @@ def needs_annotations(example_ops: Sequence[Op]) -> bool:
   return any(getattr(op, "needs_annotations", False) for op in example_ops)
 
 
-def apply_example_ops(example_ops: Sequence[Op], record: Features,
-                      index: tf.Tensor) -> Features:
+def apply_example_ops(example_ops: Sequence[Op], record: Features, index: tf.Tensor) -> Features:
   """Runs `example_ops` in order on {**record, "index": index}, then keeps what they ask for.
 
   The result drops keys starting with "_" and the raw record fields (keys of `record`) that no
@@ -488,8 +549,9 @@ def apply_example_ops(example_ops: Sequence[Op], record: Features,
   for op in example_ops:
     features = op(features)
   asked = {key for op in example_ops for key in getattr(op, "writes", ())}
-  out = {k: v for k, v in features.items()
-         if not k.startswith("_") and (k not in record or k in asked)}
+  out = {
+    k: v for k, v in features.items() if not k.startswith("_") and (k not in record or k in asked)
+  }
   out["index"] = tf.cast(features["index"], tf.int32)
   return out
 
@@ -508,8 +570,15 @@ class Tokenize:
   key that leaves the pipeline is a numeric array. One tf.numpy_function call per batch.
   """
 
-  def __init__(self, tokenizer: tokenizer_lib.Tokenizer, key: str, max_len: int, *,
-               name: str | None = None, prompt: str = "{}"):
+  def __init__(
+    self,
+    tokenizer: tokenizer_lib.Tokenizer,
+    key: str,
+    max_len: int,
+    *,
+    name: str | None = None,
+    prompt: str = "{}",
+  ):
     if "{}" not in prompt:
       raise ValueError(f"The prompt {prompt!r} must contain '{{}}' for the text")
     self.tokenizer, self.key, self.max_len = tokenizer, key, max_len
@@ -525,8 +594,7 @@ class Tokenize:
     flat = tf.reshape(strings, [-1])
     if self.prefix or self.suffix:
       flat = tf.strings.join([self.prefix, flat, self.suffix])
-    tokens, mask = tf.numpy_function(self._encode, [flat], [tf.int32, tf.int32],
-                                     stateful=False)
+    tokens, mask = tf.numpy_function(self._encode, [flat], [tf.int32, tf.int32], stateful=False)
     shape = tf.concat([tf.shape(strings), [self.max_len]], axis=0)
     static = strings.shape.concatenate([self.max_len])
     out = {k: v for k, v in batch.items() if k != self.key}

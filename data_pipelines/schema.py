@@ -57,8 +57,14 @@ SCHEMA_VERSION = 1
 _CONTEXT_SCALARS_INT = ("schema_version", "height", "width", "num_objects")
 _CONTEXT_SCALARS_FLOAT = ("fps",)
 _CONTEXT_SCALARS_BYTES = ("video_id", "source", "caption")
-_CONTEXT_LISTS_INT = ("noun_object", "action_labels", "segment_start", "segment_end",
-                      "segment_action", "segment_object")
+_CONTEXT_LISTS_INT = (
+  "noun_object",
+  "action_labels",
+  "segment_start",
+  "segment_end",
+  "segment_action",
+  "segment_object",
+)
 _CONTEXT_LISTS_BYTES = ("nouns", "object_names", "segment_caption", "qa_question", "qa_answer")
 # Lists written only when non-empty: fields added to version 1 after shards of it existed, left
 # out when empty so that records without them keep their exact bytes (see the docstring).
@@ -68,14 +74,15 @@ _OPTIONAL_CONTEXT_LISTS_BYTES = ("captions",)
 @dataclasses.dataclass
 class VideoRecord:
   """One video with its text and (optional) dense annotations, as held in memory."""
+
   video_id: str
-  frames: Sequence[bytes]             # JPEG bytes per frame
+  frames: Sequence[bytes]  # JPEG bytes per frame
   caption: str
   height: int
   width: int
   fps: float = 25.0
   source: str = ""
-  captions: Sequence[str] = ()          # all captions, captions[0] == caption; () = only caption
+  captions: Sequence[str] = ()  # all captions, captions[0] == caption; () = only caption
   nouns: Sequence[str] = ()
   noun_object: Sequence[int] = ()
   object_names: Sequence[str] = ()
@@ -87,8 +94,8 @@ class VideoRecord:
   segment_object: Sequence[int] = ()
   qa_question: Sequence[str] = ()
   qa_answer: Sequence[str] = ()
-  boxes: Optional[np.ndarray] = None     # [T, O, 4] float, normalised
-  visible: Optional[np.ndarray] = None   # [T, O] int/bool
+  boxes: Optional[np.ndarray] = None  # [T, O, 4] float, normalised
+  visible: Optional[np.ndarray] = None  # [T, O] int/bool
   masks: Optional[Sequence[bytes]] = None  # PNG bytes per frame
 
   @property
@@ -97,8 +104,11 @@ class VideoRecord:
 
 
 def _bytes(values):
-  return tf.train.Feature(bytes_list=tf.train.BytesList(
-      value=[v.encode("utf-8") if isinstance(v, str) else v for v in values]))
+  return tf.train.Feature(
+    bytes_list=tf.train.BytesList(
+      value=[v.encode("utf-8") if isinstance(v, str) else v for v in values]
+    )
+  )
 
 
 def _ints(values):
@@ -116,15 +126,19 @@ def to_sequence_example(record: VideoRecord) -> tf.train.SequenceExample:
     raise ValueError(f"{record.video_id}: a record needs at least one frame")
   if len(record.nouns) != len(record.noun_object):
     raise ValueError(f"{record.video_id}: nouns and noun_object differ in length")
-  segment_lengths = {len(getattr(record, f)) for f in _CONTEXT_LISTS_INT + _CONTEXT_LISTS_BYTES
-                     if f.startswith("segment_")}
+  segment_lengths = {
+    len(getattr(record, f))
+    for f in _CONTEXT_LISTS_INT + _CONTEXT_LISTS_BYTES
+    if f.startswith("segment_")
+  }
   if len(segment_lengths) > 1:
     raise ValueError(f"{record.video_id}: segment_* fields differ in length")
   if len(record.qa_question) != len(record.qa_answer):
     raise ValueError(f"{record.video_id}: qa_question and qa_answer differ in length")
   if len(record.captions) and record.captions[0] != record.caption:
-    raise ValueError(f"{record.video_id}: caption {record.caption!r} is not captions[0] "
-                     f"{record.captions[0]!r}")
+    raise ValueError(
+      f"{record.video_id}: caption {record.caption!r} is not captions[0] {record.captions[0]!r}"
+    )
 
   values = dataclasses.asdict(record)
   values.update(schema_version=SCHEMA_VERSION, num_objects=record.num_objects)
@@ -148,18 +162,20 @@ def to_sequence_example(record: VideoRecord) -> tf.train.SequenceExample:
     boxes = np.asarray(record.boxes, np.float32)
     visible = np.asarray(record.visible, np.int64)
     if boxes.shape[0] != num_frames or visible.shape != boxes.shape[:2]:
-      raise ValueError(f"{record.video_id}: boxes {boxes.shape} / visible {visible.shape} do "
-                       f"not match {num_frames} frames")
-    feature_lists["boxes"] = tf.train.FeatureList(
-        feature=[_floats(b.reshape(-1)) for b in boxes])
+      raise ValueError(
+        f"{record.video_id}: boxes {boxes.shape} / visible {visible.shape} do "
+        f"not match {num_frames} frames"
+      )
+    feature_lists["boxes"] = tf.train.FeatureList(feature=[_floats(b.reshape(-1)) for b in boxes])
     feature_lists["visible"] = tf.train.FeatureList(feature=[_ints(v) for v in visible])
   if record.masks is not None:
     if len(record.masks) != num_frames:
       raise ValueError(f"{record.video_id}: {len(record.masks)} masks for {num_frames} frames")
     feature_lists["masks"] = tf.train.FeatureList(feature=[_bytes([m]) for m in record.masks])
   return tf.train.SequenceExample(
-      context=tf.train.Features(feature=context),
-      feature_lists=tf.train.FeatureLists(feature_list=feature_lists))
+    context=tf.train.Features(feature=context),
+    feature_lists=tf.train.FeatureLists(feature_list=feature_lists),
+  )
 
 
 def parse_sequence_example(serialized: tf.Tensor, with_annotations: bool = True):
@@ -185,11 +201,13 @@ def parse_sequence_example(serialized: tf.Tensor, with_annotations: bool = True)
   sequence_spec = {"frames": tf.io.FixedLenSequenceFeature([], tf.string)}
   if with_annotations:
     sequence_spec.update(
-        boxes=tf.io.VarLenFeature(tf.float32),
-        visible=tf.io.VarLenFeature(tf.int64),
-        masks=tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True))
+      boxes=tf.io.VarLenFeature(tf.float32),
+      visible=tf.io.VarLenFeature(tf.int64),
+      masks=tf.io.FixedLenSequenceFeature([], tf.string, allow_missing=True),
+    )
   context, sequence = tf.io.parse_single_sequence_example(
-      serialized, context_features=context_spec, sequence_features=sequence_spec)
+    serialized, context_features=context_spec, sequence_features=sequence_spec
+  )
   out = {}
   for name, value in context.items():
     out[name] = tf.sparse.to_dense(value) if isinstance(value, tf.sparse.SparseTensor) else value

@@ -28,8 +28,9 @@ import sentencepiece as spm
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
-def train_tokenizer(texts: Iterable[Union[str, bytes]], model_path: str, vocab_size: int,
-                    model_type: str = "bpe") -> str:
+def train_tokenizer(
+  texts: Iterable[Union[str, bytes]], model_path: str, vocab_size: int, model_type: str = "bpe"
+) -> str:
   """Trains a SentencePiece model on `texts` and writes it to `model_path`.
 
   Deterministic: one thread and the whole corpus (no sentence sampling), so the same texts in
@@ -41,11 +42,21 @@ def train_tokenizer(texts: Iterable[Union[str, bytes]], model_path: str, vocab_s
   model = io.BytesIO()
   sentences = (t.decode("utf-8") if isinstance(t, bytes) else t for t in texts)
   spm.SentencePieceTrainer.train(
-      sentence_iterator=(s for s in sentences if s), model_writer=model,
-      vocab_size=vocab_size, model_type=model_type, character_coverage=1.0,
-      pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-      num_threads=1, input_sentence_size=0, shuffle_input_sentence=False,
-      hard_vocab_limit=False, minloglevel=2)
+    sentence_iterator=(s for s in sentences if s),
+    model_writer=model,
+    vocab_size=vocab_size,
+    model_type=model_type,
+    character_coverage=1.0,
+    pad_id=PAD_ID,
+    unk_id=UNK_ID,
+    bos_id=BOS_ID,
+    eos_id=EOS_ID,
+    num_threads=1,
+    input_sentence_size=0,
+    shuffle_input_sentence=False,
+    hard_vocab_limit=False,
+    minloglevel=2,
+  )
   directory = os.path.dirname(os.path.abspath(model_path))
   os.makedirs(directory, exist_ok=True)
   # Write then rename: a reader never sees a half-written model.
@@ -63,9 +74,11 @@ class Tokenizer:
     self.model_path = model_path
     self._sp = spm.SentencePieceProcessor(model_file=model_path)
     if self._sp.pad_id() != PAD_ID or self._sp.bos_id() != BOS_ID:
-      raise ValueError(f"{model_path}: expected pad_id {PAD_ID} and bos_id {BOS_ID}, got "
-                       f"{self._sp.pad_id()} and {self._sp.bos_id()}; train it with "
-                       "train_tokenizer")
+      raise ValueError(
+        f"{model_path}: expected pad_id {PAD_ID} and bos_id {BOS_ID}, got "
+        f"{self._sp.pad_id()} and {self._sp.bos_id()}; train it with "
+        "train_tokenizer"
+      )
 
   @property
   def vocab_size(self) -> int:
@@ -79,8 +92,9 @@ class Tokenizer:
   def cls_id(self) -> int:
     return BOS_ID
 
-  def encode(self, texts: Sequence[Union[str, bytes]],
-             max_len: int) -> Tuple[np.ndarray, np.ndarray]:
+  def encode(
+    self, texts: Sequence[Union[str, bytes]], max_len: int
+  ) -> Tuple[np.ndarray, np.ndarray]:
     """Encodes a batch to ids int32 [N, max_len] and mask int32 [N, max_len].
 
     Row n is [cls] + pieces(texts[n]), truncated to max_len and right-padded with pad_id;
@@ -93,8 +107,8 @@ class Tokenizer:
     mask = np.zeros((len(strings), max_len), np.int32)
     for n, pieces in enumerate(self._sp.encode(strings, out_type=int)):
       row = [BOS_ID, *pieces][:max_len]
-      ids[n, :len(row)] = row
-      mask[n, :len(row)] = 1
+      ids[n, : len(row)] = row
+      mask[n, : len(row)] = 1
     return ids, mask
 
   def decode(self, ids) -> Union[str, List[str]]:
@@ -109,7 +123,9 @@ class Tokenizer:
 def _shard_texts(path: str) -> Iterable[str]:
   # TF only for shards: plain-text training and the Tokenizer itself do not need it.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   from data_pipelines import schema  # pylint: disable=g-import-not-at-top
+
   for serialized in tf.data.TFRecordDataset(path):
     example = schema.parse_sequence_example(serialized, with_annotations=False)
     yield example["caption"].numpy().decode("utf-8")
@@ -129,23 +145,24 @@ def input_texts(patterns: Sequence[str]) -> Iterable[str]:
     if not paths:
       raise FileNotFoundError(f"no file matches {pattern!r}")
     for path in paths:
-      yield from (_shard_texts(path) if ".tfrecord" in os.path.basename(path)
-                  else _text_lines(path))
+      yield from (
+        _shard_texts(path) if ".tfrecord" in os.path.basename(path) else _text_lines(path)
+      )
 
 
 def _define_flags() -> None:
   # Defined only when run as a program: importers (build.py, trainers) have flags of their own.
   flags.DEFINE_list("input", None, "Comma-separated globs: TFRecord shards or text files.")
   flags.DEFINE_string("output", None, "Where to write the model (PATH.model).")
-  flags.DEFINE_integer("vocab_size", 8000, "Target vocabulary size (an upper bound: small "
-                       "corpora give fewer pieces).")
+  flags.DEFINE_integer(
+    "vocab_size", 8000, "Target vocabulary size (an upper bound: small corpora give fewer pieces)."
+  )
   flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv: Sequence[str]) -> None:
   del argv
-  path = train_tokenizer(input_texts(flags.FLAGS.input), flags.FLAGS.output,
-                         flags.FLAGS.vocab_size)
+  path = train_tokenizer(input_texts(flags.FLAGS.input), flags.FLAGS.output, flags.FLAGS.vocab_size)
   logging.info("wrote %s with %d pieces", path, Tokenizer(path).vocab_size)
 
 

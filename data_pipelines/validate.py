@@ -30,13 +30,19 @@ import tensorflow as tf
 from data_pipelines import schema
 
 _TEXT_LISTS = ("nouns", "object_names", "segment_caption", "qa_question", "qa_answer")
-_SEGMENT_FIELDS = ("segment_start", "segment_end", "segment_caption", "segment_action",
-                   "segment_object")
+_SEGMENT_FIELDS = (
+  "segment_start",
+  "segment_end",
+  "segment_caption",
+  "segment_action",
+  "segment_object",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
   """One failed check; record_index is None for a problem of the whole file (e.g. missing)."""
+
   file: str
   record_index: Optional[int]
   message: str
@@ -49,6 +55,7 @@ class Problem:
 @dataclasses.dataclass
 class FileCount:
   """Records and frames read from one file (up to the point where reading failed)."""
+
   file: str
   records: int = 0
   frames: int = 0
@@ -57,6 +64,7 @@ class FileCount:
 @dataclasses.dataclass
 class Report:
   """What `validate` found: per-file counts in the order read, and every problem."""
+
   files: List[FileCount] = dataclasses.field(default_factory=list)
   problems: List[Problem] = dataclasses.field(default_factory=list)
 
@@ -75,6 +83,7 @@ class Report:
 
 class RecordCheck(NamedTuple):
   """The result of `check_record`: video_id and frame count are None/0 when unparseable."""
+
   video_id: Optional[str]
   num_frames: int
   messages: List[str]
@@ -130,8 +139,10 @@ class _PerFrame:
     self.count[kind] += 1
 
   def messages(self) -> List[str]:
-    return [f"frame {frame}: {detail} ({self.count[kind]} of {self.num_frames} frames)"
-            for kind, (frame, detail) in self.first.items()]
+    return [
+      f"frame {frame}: {detail} ({self.count[kind]} of {self.num_frames} frames)"
+      for kind, (frame, detail) in self.first.items()
+    ]
 
 
 def _decode_image(data: bytes, fmt: str) -> Image.Image:
@@ -139,19 +150,29 @@ def _decode_image(data: bytes, fmt: str) -> Image.Image:
   try:
     image = Image.open(io.BytesIO(data))
   except Image.UnidentifiedImageError:
-    raise ValueError("unrecognised image data") from None   # PIL's message names a BytesIO
+    raise ValueError("unrecognised image data") from None  # PIL's message names a BytesIO
   if image.format != fmt:
     raise ValueError(f"is {image.format}, not {fmt}")
   image.load()
   return image
 
 
-def _check_annotations(proto, num_frames: int, num_objects: int, height: int, width: int,
-                       decode_frames: bool, per_frame: _PerFrame, messages: List[str]) -> None:
+def _check_annotations(
+  proto,
+  num_frames: int,
+  num_objects: int,
+  height: int,
+  width: int,
+  decode_frames: bool,
+  per_frame: _PerFrame,
+  messages: List[str],
+) -> None:
   """boxes / visible / masks feature lists against num_objects and the frame size."""
   lists = proto.feature_lists.feature_list
-  for name, kind, size in (("boxes", "float_list", 4 * num_objects),
-                           ("visible", "int64_list", num_objects)):
+  for name, kind, size in (
+    ("boxes", "float_list", 4 * num_objects),
+    ("visible", "int64_list", num_objects),
+  ):
     entries = lists[name].feature if name in lists else []
     if num_objects == 0:
       # Real video: parse_sequence_example reshapes these to [T, 0, ...], so any value breaks it.
@@ -167,10 +188,13 @@ def _check_annotations(proto, num_frames: int, num_objects: int, height: int, wi
         continue
       values = np.asarray(getattr(feature, kind).value)
       if values.size != size:
-        per_frame.add(f"{name}-size", t, f"{name} has {values.size} values, expected {size} "
-                      f"for {num_objects} objects")
+        per_frame.add(
+          f"{name}-size",
+          t,
+          f"{name} has {values.size} values, expected {size} for {num_objects} objects",
+        )
       elif name == "boxes":
-        boxes = values.reshape(num_objects, 4)   # (ymin, xmin, ymax, xmax) per object
+        boxes = values.reshape(num_objects, 4)  # (ymin, xmin, ymax, xmax) per object
         if not (np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 1).all()):
           per_frame.add("boxes-range", t, "box value outside [0, 1]")
         elif ((boxes[:, 0] > boxes[:, 2]) | (boxes[:, 1] > boxes[:, 3])).any():
@@ -194,11 +218,15 @@ def _check_annotations(proto, num_frames: int, num_objects: int, height: int, wi
       per_frame.add("masks-decode", t, f"mask is not a decodable PNG ({e})")
       continue
     if image.mode != "L" or image.size != (width, height):
-      per_frame.add("masks-shape", t, f"mask is {image.mode} {image.size[1]}x{image.size[0]}, "
-                    f"expected L {height}x{width}")
+      per_frame.add(
+        "masks-shape",
+        t,
+        f"mask is {image.mode} {image.size[1]}x{image.size[0]}, expected L {height}x{width}",
+      )
     elif np.asarray(image).max() > num_objects:
-      per_frame.add("masks-range", t, f"mask value {np.asarray(image).max()} > num_objects "
-                    f"{num_objects}")
+      per_frame.add(
+        "masks-range", t, f"mask value {np.asarray(image).max()} > num_objects {num_objects}"
+      )
 
 
 def check_record(serialized: bytes, *, decode_frames: bool = True) -> RecordCheck:
@@ -263,25 +291,29 @@ def check_record(serialized: bytes, *, decode_frames: bool = True) -> RecordChec
     messages.append(f"captions[0] {shown[0]!r} is not caption {shown[1]!r}")
 
   if len(record["nouns"]) != len(record["noun_object"]):
-    messages.append(f"nouns has {len(record['nouns'])} entries, noun_object "
-                    f"{len(record['noun_object'])}")
+    messages.append(
+      f"nouns has {len(record['nouns'])} entries, noun_object {len(record['noun_object'])}"
+    )
   for name in ("noun_object", "segment_object"):
     bad = [int(v) for v in record[name] if not -1 <= v < max(num_objects, 0)]
     if bad:
       messages.append(f"{name} {bad} outside [-1, {num_objects})")
   if len(record["object_names"]) != num_objects:
-    messages.append(f"object_names has {len(record['object_names'])} entries for "
-                    f"{num_objects} objects")
+    messages.append(
+      f"object_names has {len(record['object_names'])} entries for {num_objects} objects"
+    )
   lengths = {name: len(record[name]) for name in _SEGMENT_FIELDS}
   if len(set(lengths.values())) > 1:
     messages.append(f"segment_* lengths differ: {lengths}")
   for i, (start, end) in enumerate(zip(record["segment_start"], record["segment_end"])):
     if not 0 <= start < end <= len(frames):
-      messages.append(f"segment {i} [{start}, {end}) not within 0 <= start < end <= "
-                      f"{len(frames)} frames")
+      messages.append(
+        f"segment {i} [{start}, {end}) not within 0 <= start < end <= {len(frames)} frames"
+      )
   if len(record["qa_question"]) != len(record["qa_answer"]):
-    messages.append(f"qa_question has {len(record['qa_question'])} entries, qa_answer "
-                    f"{len(record['qa_answer'])}")
+    messages.append(
+      f"qa_question has {len(record['qa_question'])} entries, qa_answer {len(record['qa_answer'])}"
+    )
 
   # A bad encoder usually breaks every frame of a video: one line per kind, not one per frame.
   per_frame = _PerFrame(len(frames))
@@ -296,11 +328,13 @@ def check_record(serialized: bytes, *, decode_frames: bool = True) -> RecordChec
       per_frame.add("frame-decode", t, f"frame is not a decodable JPEG ({e})")
       continue
     if image.size != (width, height):
-      per_frame.add("frame-size", t, f"frame is {image.size[1]}x{image.size[0]}, record says "
-                    f"{height}x{width}")
-  if num_objects >= 0:   # a negative count is already reported and has no shapes to check
-    _check_annotations(proto, len(frames), num_objects, height, width, decode_frames,
-                       per_frame, messages)
+      per_frame.add(
+        "frame-size", t, f"frame is {image.size[1]}x{image.size[0]}, record says {height}x{width}"
+      )
+  if num_objects >= 0:  # a negative count is already reported and has no shapes to check
+    _check_annotations(
+      proto, len(frames), num_objects, height, width, decode_frames, per_frame, messages
+    )
   return RecordCheck(video_id or None, len(frames), messages + per_frame.messages())
 
 
@@ -335,8 +369,13 @@ def validate(paths: Sequence[str], *, decode_frames: bool = True) -> Report:
       if check.video_id is not None:
         if check.video_id in first_seen:
           first_file, first_index = first_seen[check.video_id]
-          report.problems.append(Problem(path, index, f"duplicate video_id {check.video_id!r} "
-                                         f"(first at {first_file}:{first_index})"))
+          report.problems.append(
+            Problem(
+              path,
+              index,
+              f"duplicate video_id {check.video_id!r} (first at {first_file}:{first_index})",
+            )
+          )
         else:
           first_seen[check.video_id] = (path, index)
   return report
@@ -345,23 +384,33 @@ def validate(paths: Sequence[str], *, decode_frames: bool = True) -> Report:
 def format_report(report: Report, max_problems: int = 100) -> str:
   """The CLI output: per-file counts, totals, up to max_problems problems, the summary line."""
   lines = [f"{f.file}: {f.records} records, {f.frames} frames" for f in report.files]
-  lines.append(f"total: {report.num_records} records, {report.num_frames} frames, "
-               f"{len(report.problems)} problems")
-  lines += [str(p) for p in report.problems[:max(max_problems, 0)]]
+  lines.append(
+    f"total: {report.num_records} records, {report.num_frames} frames, "
+    f"{len(report.problems)} problems"
+  )
+  lines += [str(p) for p in report.problems[: max(max_problems, 0)]]
   if len(report.problems) > max_problems:
-    lines.append(f"... {len(report.problems) - max_problems} more problems not shown "
-                 "(--max_problems)")
-  lines.append(f"validate: {report.num_records} records in {len(report.files)} files, "
-               f"{len(report.problems)} problems")
+    lines.append(
+      f"... {len(report.problems) - max_problems} more problems not shown (--max_problems)"
+    )
+  lines.append(
+    f"validate: {report.num_records} records in {len(report.files)} files, "
+    f"{len(report.problems)} problems"
+  )
   return "\n".join(lines)
 
 
 def _define_flags() -> None:
   # Defined only when run as a program, so importing validate from another tool adds no flags.
-  flags.DEFINE_integer("max_problems", 100, "Print at most this many problems (the total "
-                       "count is always printed).")
-  flags.DEFINE_bool("decode_frames", True, "Decode every JPEG frame and PNG mask and check "
-                    "its size (the slow part); false checks only the JPEG marker.")
+  flags.DEFINE_integer(
+    "max_problems", 100, "Print at most this many problems (the total count is always printed)."
+  )
+  flags.DEFINE_bool(
+    "decode_frames",
+    True,
+    "Decode every JPEG frame and PNG mask and check "
+    "its size (the slow part); false checks only the JPEG marker.",
+  )
 
 
 def main(argv: Sequence[str]) -> int:

@@ -20,8 +20,11 @@ NORMALIZATIONS = ("unit", "imagenet")
 
 def decode_jpeg_frames(jpegs: tf.Tensor) -> tf.Tensor:
   """JPEG strings [T] -> uint8 [T, H, W, 3] (all frames of a clip share one size)."""
-  return tf.map_fn(lambda x: tf.io.decode_jpeg(x, channels=3), jpegs,
-                   fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+  return tf.map_fn(
+    lambda x: tf.io.decode_jpeg(x, channels=3),
+    jpegs,
+    fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+  )
 
 
 def center_crop_window(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
@@ -30,18 +33,28 @@ def center_crop_window(height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
   return tf.stack([(height - side) // 2, (width - side) // 2, side, side])
 
 
-def random_crop_window(height: tf.Tensor, width: tf.Tensor, seed: tf.Tensor,
-                       area_range: Sequence[float],
-                       aspect_ratio_range: Sequence[float]) -> tf.Tensor:
+def random_crop_window(
+  height: tf.Tensor,
+  width: tf.Tensor,
+  seed: tf.Tensor,
+  area_range: Sequence[float],
+  aspect_ratio_range: Sequence[float],
+) -> tf.Tensor:
   """Inception-style random resized crop window: int32 (y0, x0, h, w).
 
   The window covers a fraction of the frame area drawn from `area_range` with an aspect
   ratio (width / height) from `aspect_ratio_range`; `seed` is a stateless [2] int seed.
   """
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.stack([height, width, 3]), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=list(aspect_ratio_range),
-      area_range=list(area_range), max_attempts=20, use_image_if_no_bounding_boxes=True)
+    tf.stack([height, width, 3]),
+    bounding_boxes=tf.zeros([1, 0, 4]),
+    seed=seed,
+    min_object_covered=0.0,
+    aspect_ratio_range=list(aspect_ratio_range),
+    area_range=list(area_range),
+    max_attempts=20,
+    use_image_if_no_bounding_boxes=True,
+  )
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
@@ -51,15 +64,18 @@ def crop_and_resize(frames: tf.Tensor, window: tf.Tensor, resolution: int) -> tf
   Frames whose window is already R x R are not resampled (ShapesWorld at its native size).
   """
   y0, x0, h, w = tf.unstack(window)
-  frames = tf.image.convert_image_dtype(frames[:, y0:y0 + h, x0:x0 + w], tf.float32)
-  frames = tf.cond(tf.logical_and(tf.equal(h, resolution), tf.equal(w, resolution)),
-                   lambda: frames,
-                   lambda: tf.image.resize(frames, [resolution, resolution], antialias=True))
+  frames = tf.image.convert_image_dtype(frames[:, y0 : y0 + h, x0 : x0 + w], tf.float32)
+  frames = tf.cond(
+    tf.logical_and(tf.equal(h, resolution), tf.equal(w, resolution)),
+    lambda: frames,
+    lambda: tf.image.resize(frames, [resolution, resolution], antialias=True),
+  )
   return tf.ensure_shape(frames, [None, resolution, resolution, 3])
 
 
-def crop_boxes(boxes: tf.Tensor, window: tf.Tensor, height: tf.Tensor,
-               width: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def crop_boxes(
+  boxes: tf.Tensor, window: tf.Tensor, height: tf.Tensor, width: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
   """Boxes [..., 4] (ymin, xmin, ymax, xmax) normalised to the frame -> to the crop window.
 
   Returns (boxes clipped to [0, 1] in window coordinates, inside [...] bool: the clipped box

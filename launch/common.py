@@ -33,6 +33,7 @@ class Poll:
   Stops with an error when the output is one of `failed` or after `timeout_s` seconds. In a dry
   run only `argv` is printed (once), since what it would answer is not knowable offline.
   """
+
   argv: tuple[str, ...]
   ready: str
   failed: tuple[str, ...] = ()
@@ -46,25 +47,36 @@ Step = list[str] | Poll
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
   """Adds --config, --workdir and --override (repeatable) to `parser`."""
-  parser.add_argument("--config", help="svilm config file as svilm.main takes it, relative to "
-                      "the repository root, e.g. configs/pretrain_paper.py:data=gs://b/shards")
-  parser.add_argument("--workdir", help="checkpoints, metrics and eval_results.json; must be "
-                      "storage every host sees")
-  parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                      help="config override, forwarded as --config.KEY=VALUE (repeatable)")
+  parser.add_argument(
+    "--config",
+    help="svilm config file as svilm.main takes it, relative to "
+    "the repository root, e.g. configs/pretrain_paper.py:data=gs://b/shards",
+  )
+  parser.add_argument(
+    "--workdir", help="checkpoints, metrics and eval_results.json; must be storage every host sees"
+  )
+  parser.add_argument(
+    "--override",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="config override, forwarded as --config.KEY=VALUE (repeatable)",
+  )
 
 
 def parse_override(override: str) -> tuple[str, str]:
   """Splits 'key=value' at the first '='; the value may itself contain '=' or spaces."""
   key, sep, value = override.partition("=")
   if not sep or not key or key.startswith("-") or " " in key:
-    raise LaunchError(f"--override={override!r} is not KEY=VALUE (e.g. "
-                      "--override=optim.learning_rate=1e-3)")
+    raise LaunchError(
+      f"--override={override!r} is not KEY=VALUE (e.g. --override=optim.learning_rate=1e-3)"
+    )
   return key, value
 
 
-def training_command(config: str | None, workdir: str | None, overrides: Sequence[str],
-                     python: str = "python") -> list[str]:
+def training_command(
+  config: str | None, workdir: str | None, overrides: Sequence[str], python: str = "python"
+) -> list[str]:
   """`python -m svilm.main --config=CONFIG --workdir=WORKDIR --config.K=V ...` as argv.
 
   Overrides keep their order, so a later one for the same key wins, as with svilm.main itself.
@@ -82,12 +94,13 @@ def check_gcs_workdir(workdir: str | None, where: str) -> None:
   """Refuses a workdir that is not gs://: on several TPU hosts a local path is per host."""
   if workdir is not None and not workdir.startswith("gs://"):
     raise LaunchError(
-        f"--workdir={workdir} is not a gs:// path. On {where} every host runs the trainer: "
-        "Orbax writes each checkpoint from all hosts together, process 0 writes metrics and "
-        "eval_results.json, and every host reads the checkpoint back to resume, so all of them "
-        "must see the same directory. A local path would be a different, partial directory on "
-        "each host. Use a bucket the TPU service account can write, e.g. "
-        "--workdir=gs://my-bucket/svilm/run1")
+      f"--workdir={workdir} is not a gs:// path. On {where} every host runs the trainer: "
+      "Orbax writes each checkpoint from all hosts together, process 0 writes metrics and "
+      "eval_results.json, and every host reads the checkpoint back to resume, so all of them "
+      "must see the same directory. A local path would be a different, partial directory on "
+      "each host. Use a bucket the TPU service account can write, e.g. "
+      "--workdir=gs://my-bucket/svilm/run1"
+    )
 
 
 def shell_line(argv: Sequence[str]) -> str:
@@ -95,24 +108,29 @@ def shell_line(argv: Sequence[str]) -> str:
   return shlex.join(argv)
 
 
-def _run_poll(poll: Poll, runner: Callable[..., subprocess.CompletedProcess],
-              log: TextIO) -> None:
+def _run_poll(poll: Poll, runner: Callable[..., subprocess.CompletedProcess], log: TextIO) -> None:
   deadline = time.monotonic() + poll.timeout_s
   while True:
     result = runner(list(poll.argv), capture_output=True, text=True)
     if result.returncode != 0:
-      raise LaunchError(f"command failed with exit status {result.returncode}: "
-                        f"{shell_line(poll.argv)}\n{result.stderr.strip()}")
+      raise LaunchError(
+        f"command failed with exit status {result.returncode}: "
+        f"{shell_line(poll.argv)}\n{result.stderr.strip()}"
+      )
     state = result.stdout.strip()
     print(f"  state: {state or '(empty)'}", file=log, flush=True)
     if state == poll.ready:
       return
     if state in poll.failed:
-      raise LaunchError(f"{shell_line(poll.argv)} answered {state}: the resource will not "
-                        "become ready; delete it and create it again")
+      raise LaunchError(
+        f"{shell_line(poll.argv)} answered {state}: the resource will not "
+        "become ready; delete it and create it again"
+      )
     if time.monotonic() > deadline:
-      raise LaunchError(f"not {poll.ready} after {poll.timeout_s:.0f} s (last state: {state}): "
-                        f"{shell_line(poll.argv)}")
+      raise LaunchError(
+        f"not {poll.ready} after {poll.timeout_s:.0f} s (last state: {state}): "
+        f"{shell_line(poll.argv)}"
+      )
     time.sleep(poll.interval_s)
 
 
@@ -138,8 +156,11 @@ def execute(plan: Sequence[Step], dry_run: bool, out: TextIO | None = None) -> N
       raise LaunchError(f"command failed with exit status {status}: {shell_line(argv)}")
 
 
-def main_wrapper(build: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
-                 argv: Sequence[str] | None) -> int:
+def main_wrapper(
+  build: Callable[[argparse.Namespace], None],
+  parser: argparse.ArgumentParser,
+  argv: Sequence[str] | None,
+) -> int:
   """Parses `argv`, calls `build(args)`, and turns a `LaunchError` into one line and status 1."""
   args = parser.parse_args(argv)
   try:
@@ -155,18 +176,28 @@ def gcloud_location(args: argparse.Namespace) -> list[str]:
   return [f"--zone={args.zone}"] + ([f"--project={args.project}"] if args.project else [])
 
 
-def plan_main(plan: Callable[[argparse.Namespace], Sequence[Step]],
-              parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+def plan_main(
+  plan: Callable[[argparse.Namespace], Sequence[Step]],
+  parser: argparse.ArgumentParser,
+  argv: Sequence[str] | None,
+) -> int:
   """Entry point of a script whose work is a plan of steps: print (--dry-run) or run them."""
   return main_wrapper(lambda args: execute(plan(args), args.dry_run), parser, argv)
 
 
 def step_parser(prog: str, description: str, steps: Sequence[str]) -> argparse.ArgumentParser:
   """A parser taking one or more STEPs and --dry-run (the rest is each script's own)."""
-  parser = argparse.ArgumentParser(prog=prog, description=description,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("steps", nargs="+", choices=steps, metavar="STEP",
-                      help="one or more of: " + ", ".join(steps))
-  parser.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                      help="print the commands, run nothing")
+  parser = argparse.ArgumentParser(
+    prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
+  parser.add_argument(
+    "steps", nargs="+", choices=steps, metavar="STEP", help="one or more of: " + ", ".join(steps)
+  )
+  parser.add_argument(
+    "--dry-run",
+    "--dry_run",
+    dest="dry_run",
+    action="store_true",
+    help="print the commands, run nothing",
+  )
   return parser

@@ -35,20 +35,28 @@ STEPS = ("run", "logs", "delete")
 def build_parser() -> argparse.ArgumentParser:
   parser = common.step_parser("python -m launch.gke_xpk", __doc__, STEPS)
   parser.add_argument("--cluster", required=True, help="the xpk cluster's name")
-  parser.add_argument("--workload", required=True,
-                      help="workload name (lower case letters, digits and '-', unique)")
+  parser.add_argument(
+    "--workload", required=True, help="workload name (lower case letters, digits and '-', unique)"
+  )
   parser.add_argument("--zone", required=True, help="the cluster's zone, e.g. us-west4-a")
   parser.add_argument("--project", help="GCP project (default: gcloud's configured one)")
   accelerator = parser.add_mutually_exclusive_group()
   accelerator.add_argument("--tpu_type", help="TPU slice type, e.g. v5litepod-16")
   accelerator.add_argument("--device_type", help="GPU/CPU node type, e.g. h100-80gb-8")
-  parser.add_argument("--num_slices", type=int, default=1,
-                      help="TPU slices (data parallel across slices over DCN)")
+  parser.add_argument(
+    "--num_slices", type=int, default=1, help="TPU slices (data parallel across slices over DCN)"
+  )
   image = parser.add_mutually_exclusive_group()
-  image.add_argument("--docker_image", help="an image with svilm installed and the "
-                     "checkout as its working directory (docs/launch.md has a Dockerfile)")
-  image.add_argument("--base_docker_image", help="xpk builds an image from this base plus "
-                     "this checkout, and the workload pip-installs it at start")
+  image.add_argument(
+    "--docker_image",
+    help="an image with svilm installed and the "
+    "checkout as its working directory (docs/launch.md has a Dockerfile)",
+  )
+  image.add_argument(
+    "--base_docker_image",
+    help="xpk builds an image from this base plus "
+    "this checkout, and the workload pip-installs it at start",
+  )
   common.add_training_flags(parser)
   return parser
 
@@ -58,25 +66,30 @@ def _run(args: argparse.Namespace) -> list[str]:
   if not (args.tpu_type or args.device_type):
     raise common.LaunchError("run needs --tpu_type (TPU slices) or --device_type (GPU nodes)")
   if not (args.docker_image or args.base_docker_image):
-    raise common.LaunchError("run needs --docker_image (svilm installed) or "
-                             "--base_docker_image (xpk adds this checkout)")
+    raise common.LaunchError(
+      "run needs --docker_image (svilm installed) or --base_docker_image (xpk adds this checkout)"
+    )
   common.check_gcs_workdir(args.workdir, "GKE")
   train = common.shell_line(common.training_command(args.config, args.workdir, args.override))
-  accelerator = ([f"--tpu-type={args.tpu_type}"] if args.tpu_type
-                 else [f"--device-type={args.device_type}"])
+  accelerator = (
+    [f"--tpu-type={args.tpu_type}"] if args.tpu_type else [f"--device-type={args.device_type}"]
+  )
   if args.docker_image:
     image, command = [f"--docker-image={args.docker_image}"], train
   else:
     # The base image has Python but not svilm: install the copied checkout at pod start
     # (setup.py pins jax; the extra adds the accelerator's plugin).
     jax_extra = "jax[tpu]" if args.tpu_type else "jax[cuda12]"
-    image = [f"--base-docker-image={args.base_docker_image}",
-             f"--script-dir={common.REPO_ROOT}"]
+    image = [f"--base-docker-image={args.base_docker_image}", f"--script-dir={common.REPO_ROOT}"]
     command = f"pip install -e . {shlex.quote(jax_extra)} && {train}"
-  return (["xpk", "workload", "create", f"--cluster={args.cluster}",
-           f"--workload={args.workload}"] + accelerator
-          + [f"--num-slices={args.num_slices}"] + image + common.gcloud_location(args)
-          + [f"--command={command}"])
+  return (
+    ["xpk", "workload", "create", f"--cluster={args.cluster}", f"--workload={args.workload}"]
+    + accelerator
+    + [f"--num-slices={args.num_slices}"]
+    + image
+    + common.gcloud_location(args)
+    + [f"--command={command}"]
+  )
 
 
 def plan(args: argparse.Namespace) -> list[common.Step]:
@@ -89,18 +102,30 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
       # xpk clusters are regional: the region is the zone without its last letter part.
       region = args.zone.rsplit("-", 1)[0]
       project = [f"--project={args.project}"] if args.project else []
-      commands.append(["xpk", "workload", "list", f"--cluster={args.cluster}"]
-                      + common.gcloud_location(args))
-      commands.append(["gcloud", "container", "clusters", "get-credentials", args.cluster,
-                       f"--region={region}"] + project)
+      commands.append(
+        ["xpk", "workload", "list", f"--cluster={args.cluster}"] + common.gcloud_location(args)
+      )
+      commands.append(
+        ["gcloud", "container", "clusters", "get-credentials", args.cluster, f"--region={region}"]
+        + project
+      )
       # JobSet labels each pod with its slice (job-index) and Job its host (completion index).
-      commands.append(["kubectl", "logs", "--follow", "--selector="
-                       f"jobset.sigs.k8s.io/jobset-name={args.workload},"
-                       "jobset.sigs.k8s.io/job-index=0,"
-                       "batch.kubernetes.io/job-completion-index=0"])
+      commands.append(
+        [
+          "kubectl",
+          "logs",
+          "--follow",
+          "--selector="
+          f"jobset.sigs.k8s.io/jobset-name={args.workload},"
+          "jobset.sigs.k8s.io/job-index=0,"
+          "batch.kubernetes.io/job-completion-index=0",
+        ]
+      )
     elif step == "delete":
-      commands.append(["xpk", "workload", "delete", f"--cluster={args.cluster}",
-                       f"--workload={args.workload}"] + common.gcloud_location(args))
+      commands.append(
+        ["xpk", "workload", "delete", f"--cluster={args.cluster}", f"--workload={args.workload}"]
+        + common.gcloud_location(args)
+      )
   return commands
 
 

@@ -35,12 +35,12 @@ ALL_STEPS = ("create", "wait", "install", "run")
 # Default TPU VM software per accelerator generation (Cloud TPU docs, "TPU software
 # versions"); anything else needs --runtime_version.
 RUNTIME_VERSIONS = {
-    "v4": "tpu-ubuntu2204-base",
-    "v5litepod": "v2-alpha-tpuv5-lite",
-    "v5p": "v2-alpha-tpuv5",
-    "v6e": "v2-alpha-tpuv6e",
+  "v4": "tpu-ubuntu2204-base",
+  "v5litepod": "v2-alpha-tpuv5-lite",
+  "v5p": "v2-alpha-tpuv5",
+  "v6e": "v2-alpha-tpuv6e",
 }
-REMOTE_DIR = "svilm"          # the code's directory under each worker's home
+REMOTE_DIR = "svilm"  # the code's directory under each worker's home
 LOG_FILE = "~/svilm_train.log"
 # A --repo that is cloned rather than copied: URL schemes and scp-like `user@host:path`.
 _GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
@@ -52,16 +52,26 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--zone", required=True, help="e.g. us-west4-a")
   parser.add_argument("--project", help="GCP project (default: gcloud's configured one)")
   parser.add_argument("--accelerator_type", help="e.g. v5litepod-16, v4-32, v5p-64")
-  parser.add_argument("--runtime_version", help="TPU VM image (default by generation: "
-                      + ", ".join(f"{k}: {v}" for k, v in RUNTIME_VERSIONS.items()) + ")")
+  parser.add_argument(
+    "--runtime_version",
+    help="TPU VM image (default by generation: "
+    + ", ".join(f"{k}: {v}" for k, v in RUNTIME_VERSIONS.items())
+    + ")",
+  )
   capacity = parser.add_mutually_exclusive_group()
   capacity.add_argument("--spot", action="store_true", help="spot capacity (preemptible)")
   capacity.add_argument("--reserved", action="store_true", help="the project's reservation")
-  parser.add_argument("--repo", default=common.REPO_ROOT,
-                      help="git URL to clone on the workers, or local directory to copy "
-                      "(default: this checkout)")
-  parser.add_argument("--wait_timeout_s", type=float, default=7200.0,
-                      help="give up waiting for ACTIVE after this long")
+  parser.add_argument(
+    "--repo",
+    default=common.REPO_ROOT,
+    help="git URL to clone on the workers, or local directory to copy (default: this checkout)",
+  )
+  parser.add_argument(
+    "--wait_timeout_s",
+    type=float,
+    default=7200.0,
+    help="give up waiting for ACTIVE after this long",
+  )
   common.add_training_flags(parser)
   return parser
 
@@ -71,14 +81,19 @@ def _runtime_version(args: argparse.Namespace) -> str:
     return args.runtime_version
   generation = args.accelerator_type.rsplit("-", 1)[0]
   if generation not in RUNTIME_VERSIONS:
-    raise common.LaunchError(f"no default --runtime_version for {args.accelerator_type}; "
-                             "pass one (see Cloud TPU's 'TPU software versions' page)")
+    raise common.LaunchError(
+      f"no default --runtime_version for {args.accelerator_type}; "
+      "pass one (see Cloud TPU's 'TPU software versions' page)"
+    )
   return RUNTIME_VERSIONS[generation]
 
 
 def _ssh(args: argparse.Namespace, worker: str, command: str) -> list[str]:
-  return (["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name]
-          + common.gcloud_location(args) + [f"--worker={worker}", f"--command={command}"])
+  return (
+    ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.name]
+    + common.gcloud_location(args)
+    + [f"--worker={worker}", f"--command={command}"]
+  )
 
 
 def _install(args: argparse.Namespace) -> list[list[str]]:
@@ -88,18 +103,32 @@ def _install(args: argparse.Namespace) -> list[list[str]]:
   into an existing directory would nest the new copy inside it).
   """
   if _GIT_URL.match(args.repo):
-    fetch = [_ssh(args, "all", f"rm -rf ~/{REMOTE_DIR} && git clone {shlex.quote(args.repo)} "
-                  f"~/{REMOTE_DIR}")]
+    fetch = [
+      _ssh(
+        args, "all", f"rm -rf ~/{REMOTE_DIR} && git clone {shlex.quote(args.repo)} ~/{REMOTE_DIR}"
+      )
+    ]
   else:
     local = os.path.abspath(args.repo)
     if not os.path.isdir(local):
       raise common.LaunchError(f"--repo={args.repo} is neither a git URL nor a directory")
-    fetch = [_ssh(args, "all", f"rm -rf ~/{REMOTE_DIR}"),
-             ["gcloud", "compute", "tpus", "tpu-vm", "scp", "--recurse", local,
-              f"{args.name}:{REMOTE_DIR}"] + common.gcloud_location(args) + ["--worker=all"]]
+    fetch = [
+      _ssh(args, "all", f"rm -rf ~/{REMOTE_DIR}"),
+      [
+        "gcloud",
+        "compute",
+        "tpus",
+        "tpu-vm",
+        "scp",
+        "--recurse",
+        local,
+        f"{args.name}:{REMOTE_DIR}",
+      ]
+      + common.gcloud_location(args)
+      + ["--worker=all"],
+    ]
   # setup.py pins jax; the `tpu` extra adds the matching libtpu.
-  return fetch + [_ssh(args, "all", f"cd ~/{REMOTE_DIR} && python3 -m pip install -e . "
-                                    "'jax[tpu]'")]
+  return fetch + [_ssh(args, "all", f"cd ~/{REMOTE_DIR} && python3 -m pip install -e . 'jax[tpu]'")]
 
 
 def plan(args: argparse.Namespace) -> list[common.Step]:
@@ -112,30 +141,48 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
       if not args.accelerator_type:
         raise common.LaunchError("create needs --accelerator_type (e.g. v5litepod-16)")
       capacity = ["--spot"] if args.spot else ["--reserved"] if args.reserved else []
-      commands.append(queued + ["create", args.name, f"--node-id={args.name}"]
-                      + common.gcloud_location(args)
-                      + [f"--accelerator-type={args.accelerator_type}",
-                         f"--runtime-version={_runtime_version(args)}"] + capacity)
+      commands.append(
+        queued
+        + ["create", args.name, f"--node-id={args.name}"]
+        + common.gcloud_location(args)
+        + [
+          f"--accelerator-type={args.accelerator_type}",
+          f"--runtime-version={_runtime_version(args)}",
+        ]
+        + capacity
+      )
     elif step == "wait":
-      commands.append(common.Poll(
-          tuple(queued + ["describe", args.name] + common.gcloud_location(args)
-                + ["--format=value(state.state)"]),
-          ready="ACTIVE", failed=("FAILED", "SUSPENDED"), timeout_s=args.wait_timeout_s))
+      commands.append(
+        common.Poll(
+          tuple(
+            queued
+            + ["describe", args.name]
+            + common.gcloud_location(args)
+            + ["--format=value(state.state)"]
+          ),
+          ready="ACTIVE",
+          failed=("FAILED", "SUSPENDED"),
+          timeout_s=args.wait_timeout_s,
+        )
+      )
     elif step == "install":
       commands.extend(_install(args))
     elif step == "run":
       common.check_gcs_workdir(args.workdir, "a multi-host TPU slice")
-      train = common.shell_line(common.training_command(
-          args.config, args.workdir, args.override, python="python3"))
+      train = common.shell_line(
+        common.training_command(args.config, args.workdir, args.override, python="python3")
+      )
       # nohup and closed stdin/stdout let ssh return while training goes on; each worker
       # logs to its own home directory.
-      commands.append(_ssh(args, "all", f"cd ~/{REMOTE_DIR} && nohup {train} "
-                                        f"> {LOG_FILE} 2>&1 < /dev/null &"))
+      commands.append(
+        _ssh(args, "all", f"cd ~/{REMOTE_DIR} && nohup {train} > {LOG_FILE} 2>&1 < /dev/null &")
+      )
     elif step == "logs":
       commands.append(_ssh(args, "0", f"tail -f {LOG_FILE}"))
     elif step == "delete":
-      commands.append(queued + ["delete", args.name] + common.gcloud_location(args)
-                      + ["--force", "--quiet"])
+      commands.append(
+        queued + ["delete", args.name] + common.gcloud_location(args) + ["--force", "--quiet"]
+      )
   return commands
 
 

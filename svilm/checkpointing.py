@@ -30,8 +30,9 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
 
 
-def make_manager(workdir: str, *, keep: int, async_save: bool = True,
-                 timeout_secs: int = 600) -> ocp.CheckpointManager:
+def make_manager(
+  workdir: str, *, keep: int, async_save: bool = True, timeout_secs: int = 600
+) -> ocp.CheckpointManager:
   """The manager for WORKDIR/checkpoints, keeping the newest `keep` steps.
 
   With `async_save` a save copies the state off the devices and writes it in a background
@@ -39,16 +40,23 @@ def make_manager(workdir: str, *, keep: int, async_save: bool = True,
   most `timeout_secs`, which also bounds the hosts' commit barrier on several processes).
   """
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-      async_options=ocp.AsyncOptions(timeout_secs=timeout_secs))
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                               item_names=("state", "meta"))
+    max_to_keep=keep,
+    create=True,
+    enable_async_checkpointing=async_save,
+    async_options=ocp.AsyncOptions(timeout_secs=timeout_secs),
+  )
+  return ocp.CheckpointManager(
+    checkpoint_dir(workdir), options=options, item_names=("state", "meta")
+  )
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
   """Saves `state` and `meta` at `step` (asynchronously; the manager waits before the next)."""
-  manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                             meta=ocp.args.JsonSave(meta)), force=True)
+  manager.save(
+    step,
+    args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+    force=True,
+  )
 
 
 def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shardings: Any):
@@ -59,21 +67,27 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shar
   """
   abstract_state = sharding.with_shardings(abstract_state, shardings)
   try:
-    restored = manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    restored = manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      ),
+    )
   except (ValueError, KeyError, TypeError) as e:
     raise ValueError(
-        f"Checkpoint {step} in {manager.directory} does not fit this run's train state: the "
-        "model or optimizer config changed since it was written (e.g. model.scan_layers, "
-        "which changes the parameter layout, a width or depth, or optim.grad_clip_norm). "
-        "Resume with the config it was written with, or start in a new workdir. Orbax said: "
-        f"{e}") from e
+      f"Checkpoint {step} in {manager.directory} does not fit this run's train state: the "
+      "model or optimizer config changed since it was written (e.g. model.scan_layers, "
+      "which changes the parameter layout, a width or depth, or optim.grad_clip_norm). "
+      "Resume with the config it was written with, or start in a new workdir. Orbax said: "
+      f"{e}"
+    ) from e
   return restored["state"], restored["meta"]
 
 
 def _is_step_dir(path: str) -> bool:
   return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
-      os.path.join(path, "state"))
+    os.path.join(path, "state")
+  )
 
 
 def resolve_step_dir(path: str) -> str:
@@ -83,18 +97,25 @@ def resolve_step_dir(path: str) -> str:
   """
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isdir(path):
-    raise FileNotFoundError(f"config.init_from={path!r} does not exist (give a workdir, its "
-                            "checkpoints/ directory, or one step's directory)")
+    raise FileNotFoundError(
+      f"config.init_from={path!r} does not exist (give a workdir, its "
+      "checkpoints/ directory, or one step's directory)"
+    )
   if _is_step_dir(path):
     return path
   for root in (path, os.path.join(path, "checkpoints")):
-    steps = [int(d) for d in os.listdir(root) if _is_step_dir(os.path.join(root, d))] if (
-        os.path.isdir(root)) else []
+    steps = (
+      [int(d) for d in os.listdir(root) if _is_step_dir(os.path.join(root, d))]
+      if (os.path.isdir(root))
+      else []
+    )
     if steps:
       return os.path.join(root, str(max(steps)))
-  raise FileNotFoundError(f"config.init_from={path!r} holds no checkpoint: expected a "
-                          "workdir with checkpoints/<step>/, a checkpoints directory, or a "
-                          "step directory")
+  raise FileNotFoundError(
+    f"config.init_from={path!r} holds no checkpoint: expected a "
+    "workdir with checkpoints/<step>/, a checkpoints directory, or a "
+    "step directory"
+  )
 
 
 def load_params(path: str) -> tuple[dict, dict]:
@@ -110,11 +131,16 @@ def load_params(path: str) -> tuple[dict, dict]:
   try:
     tree = checkpointer.metadata(state_dir).item_metadata.tree
     params_meta = tree["params"]
-    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+    restored = checkpointer.restore(
+      state_dir,
+      args=ocp.args.PyTreeRestore(
         item={"params": jax.tree.map(lambda _: 0, params_meta)},
-        restore_args={"params": jax.tree.map(
-            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)},
-        partial_restore=True))
+        restore_args={
+          "params": jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), params_meta)
+        },
+        partial_restore=True,
+      ),
+    )
   except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
     raise ValueError(f"Cannot read the parameters of checkpoint {step_dir}: {e}") from e
   meta = {}

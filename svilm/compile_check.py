@@ -23,8 +23,7 @@ from svilm.trainers import train_step
 from svilm.trainers import trainer
 
 
-def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | None = None
-                         ) -> float:
+def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | None = None) -> float:
   """FLOPs of one train step as the model defines them, from XLA's cost analysis.
 
   The step is lowered (not compiled) for one device with layers unrolled, no
@@ -37,14 +36,23 @@ def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | No
   plain.model.scan_layers = False
   plain.model.remat = "none"
   plain.optim.grad_accum_steps = 1
-  plain.mesh.data, plain.mesh.fsdp, plain.mesh.model = -1, 1, 1   # one device: no sharding
+  plain.mesh.data, plain.mesh.fsdp, plain.mesh.model = -1, 1, 1  # one device: no sharding
   ctx = trainer.setup(plain, devices=jax.devices()[:1], process_count=1)
   state = jax.eval_shape(ctx.fresh_state)
-  batch = jax.eval_shape(lambda: ctx.task.dummy_batch(ctx.config,
-                                                      batch_size or ctx.config.batch_size))
-  step = jax.jit(lambda state, batch: train_step.train_step(
-      state, batch, loss_fn=ctx.loss_fn, tx=ctx.tx, schedule=ctx.schedule,
-      partition=ctx.partition, config=ctx.config))
+  batch = jax.eval_shape(
+    lambda: ctx.task.dummy_batch(ctx.config, batch_size or ctx.config.batch_size)
+  )
+  step = jax.jit(
+    lambda state, batch: train_step.train_step(
+      state,
+      batch,
+      loss_fn=ctx.loss_fn,
+      tx=ctx.tx,
+      schedule=ctx.schedule,
+      partition=ctx.partition,
+      config=ctx.config,
+    )
+  )
   cost = step.lower(state, batch).cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost["flops"])
@@ -53,8 +61,12 @@ def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | No
 def peak_bytes(memory) -> int:
   """Per-device peak of a compiled program from its memory_analysis(): arguments + outputs -
   aliased (donated buffers reused for outputs) + temporaries."""
-  return (memory.argument_size_in_bytes + memory.output_size_in_bytes
-          - memory.alias_size_in_bytes + memory.temp_size_in_bytes)
+  return (
+    memory.argument_size_in_bytes
+    + memory.output_size_in_bytes
+    - memory.alias_size_in_bytes
+    + memory.temp_size_in_bytes
+  )
 
 
 def compile_train_step(config: ml_collections.ConfigDict) -> dict:
@@ -63,19 +75,19 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
   config = ctx.config
   memory = ctx.lower_train_step().compile().memory_analysis()
   report = {
-      "task": config.task,
-      "devices": jax.device_count(),
-      "mesh": dict(ctx.mesh.shape),
-      "dtype": config.model.dtype,
-      "remat": config.model.remat,
-      "grad_accum_steps": config.optim.grad_accum_steps,
-      "platform": jax.default_backend(),
-      "global_batch": config.batch_size,
-      "parameters": sum(x.size for x in jax.tree.leaves(ctx.abstract_state.params)),
-      "arguments": memory.argument_size_in_bytes,
-      "outputs": memory.output_size_in_bytes,
-      "aliased": memory.alias_size_in_bytes,
-      "temporaries": memory.temp_size_in_bytes,
+    "task": config.task,
+    "devices": jax.device_count(),
+    "mesh": dict(ctx.mesh.shape),
+    "dtype": config.model.dtype,
+    "remat": config.model.remat,
+    "grad_accum_steps": config.optim.grad_accum_steps,
+    "platform": jax.default_backend(),
+    "global_batch": config.batch_size,
+    "parameters": sum(x.size for x in jax.tree.leaves(ctx.abstract_state.params)),
+    "arguments": memory.argument_size_in_bytes,
+    "outputs": memory.output_size_in_bytes,
+    "aliased": memory.alias_size_in_bytes,
+    "temporaries": memory.temp_size_in_bytes,
   }
   report["peak"] = peak_bytes(memory)
   report["flops_per_step"] = model_flops_per_step(config)
@@ -85,7 +97,8 @@ def compile_train_step(config: ml_collections.ConfigDict) -> dict:
 
 def format_report(report: dict) -> str:
   gib = lambda n: f"{n / 2**30:.2f} GiB"
-  return "\n".join([
+  return "\n".join(
+    [
       f"compile_only: {report['task']} train step compiled for {report['devices']} {report['platform']} "
       f"device(s), mesh {report['mesh']}, global batch {report['global_batch']} in "
       f"{report['grad_accum_steps']} micro-batch(es), {report['parameters'] / 1e6:.1f}M "
@@ -95,4 +108,5 @@ def format_report(report: dict) -> str:
       f"  per device peak (XLA estimate): {gib(report['peak'])}",
       f"  model FLOPs per step: {report['flops_per_step']:.3e} "
       f"({report['flops_per_device']:.3e} per device)",
-  ])
+    ]
+  )

@@ -40,15 +40,18 @@ def vocab_size_without_data(config: ml_collections.ConfigDict) -> int:
   path = os.path.expanduser(config.data.tokenizer)
   if config.data.tokenizer and os.path.exists(path):
     from data_pipelines import tokenizer as tokenizer_lib
+
     return tokenizer_lib.Tokenizer(path).vocab_size
   raise ConfigError(
-      "--compile_only reads no data, so it needs the text vocabulary size: pass "
-      "--config.model.text.vocab_size=N (e.g. 30522 for a BERT vocabulary), or point "
-      "data.tokenizer at an existing sentencepiece model")
+    "--compile_only reads no data, so it needs the text vocabulary size: pass "
+    "--config.model.text.vocab_size=N (e.g. 30522 for a BERT vocabulary), or point "
+    "data.tokenizer at an existing sentencepiece model"
+  )
 
 
-def finalize(config: ml_collections.ConfigDict, *, num_devices: int, process_count: int,
-             vocab_size: int | None) -> ml_collections.ConfigDict:
+def finalize(
+  config: ml_collections.ConfigDict, *, num_devices: int, process_count: int, vocab_size: int | None
+) -> ml_collections.ConfigDict:
   """Validates `config` and returns a copy with derived values filled in (and locked).
 
   The generic keys (steps, batch, mesh, optimizer, checkpoints, evaluation batch) are checked
@@ -56,16 +59,18 @@ def finalize(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
   vocab_size=None (before the tokenizer is known) the vocabulary checks are skipped, so the
   trainer can reject a bad config before it builds or reads any data.
   """
-  from svilm import tasks   # the registry imports task modules that import this one
-  config = ml_collections.ConfigDict(config.to_dict())   # never mutate the caller's config
+  from svilm import tasks  # the registry imports task modules that import this one
+
+  config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's config
   try:
     task = tasks.get(config.task)
   except ValueError as e:
     raise ConfigError(str(e)) from None
 
-  require(config.total_steps >= 0,
-           f"total_steps must be >= 0 (0: evaluate the initial weights), got "
-           f"{config.total_steps}")
+  require(
+    config.total_steps >= 0,
+    f"total_steps must be >= 0 (0: evaluate the initial weights), got {config.total_steps}",
+  )
   require(config.batch_size > 0, f"batch_size must be > 0, got {config.batch_size}")
   for key in ("log_every_steps", "checkpoint_every_steps"):
     require(config[key] > 0, f"{key} must be > 0, got {config[key]}")
@@ -77,23 +82,33 @@ def finalize(config: ml_collections.ConfigDict, *, num_devices: int, process_cou
     sharding.check_mesh_fits_hosts(mesh, num_devices, process_count)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  shards = mesh[0] * mesh[1]   # the batch is split over data x fsdp
+  shards = mesh[0] * mesh[1]  # the batch is split over data x fsdp
   accum = config.optim.grad_accum_steps
   require(accum >= 1, f"optim.grad_accum_steps must be >= 1, got {accum}")
   micro = f"optim.grad_accum_steps={accum} micro-batches x " if accum > 1 else ""
-  require(config.batch_size % (shards * accum) == 0,
-           f"batch_size={config.batch_size} is not divisible by {micro}the {shards} batch "
-           "shards (mesh.data x mesh.fsdp)")
-  require(config.batch_size % process_count == 0,
-           f"batch_size={config.batch_size} is not divisible by {process_count} hosts")
-  require(config.eval.batch_size % shards == 0 and config.eval.batch_size % process_count == 0,
-           f"eval.batch_size={config.eval.batch_size} is not divisible by the {shards} batch "
-           f"shards (mesh.data x mesh.fsdp) and the {process_count} hosts")
+  require(
+    config.batch_size % (shards * accum) == 0,
+    f"batch_size={config.batch_size} is not divisible by {micro}the {shards} batch "
+    "shards (mesh.data x mesh.fsdp)",
+  )
+  require(
+    config.batch_size % process_count == 0,
+    f"batch_size={config.batch_size} is not divisible by {process_count} hosts",
+  )
+  require(
+    config.eval.batch_size % shards == 0 and config.eval.batch_size % process_count == 0,
+    f"eval.batch_size={config.eval.batch_size} is not divisible by the {shards} batch "
+    f"shards (mesh.data x mesh.fsdp) and the {process_count} hosts",
+  )
   model = config.model
-  require(model.dtype in COMPUTE_DTYPES,
-           f"model.dtype={model.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}")
-  require(model.remat in layers.REMAT_POLICIES,
-           f"model.remat={model.remat!r} is not one of {sorted(layers.REMAT_POLICIES)}")
+  require(
+    model.dtype in COMPUTE_DTYPES,
+    f"model.dtype={model.dtype!r} is not one of {sorted(COMPUTE_DTYPES)}",
+  )
+  require(
+    model.remat in layers.REMAT_POLICIES,
+    f"model.remat={model.remat!r} is not one of {sorted(layers.REMAT_POLICIES)}",
+  )
   task.validate_config(config, vocab_size)
   config.lock()
   return config

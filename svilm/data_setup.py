@@ -7,8 +7,8 @@ import hashlib
 import json
 import os
 
-import ml_collections
 from absl import logging
+import ml_collections
 
 from data_pipelines import input_pipeline
 from data_pipelines import ops
@@ -17,8 +17,8 @@ from data_pipelines.shapesworld import build as shapesworld_build
 
 @dataclasses.dataclass(frozen=True)
 class DataSources:
-  train_files: list[list[str]]            # one file list per training dataset
-  train_weights: list[float] | None       # mixture weights, None for a single dataset
+  train_files: list[list[str]]  # one file list per training dataset
+  train_weights: list[float] | None  # mixture weights, None for a single dataset
   eval_files: list[str]
   tokenizer_path: str
 
@@ -26,7 +26,7 @@ class DataSources:
 def shapesworld_path(config: ml_collections.ConfigDict) -> str:
   """The ShapesWorld directory for this generator config (a hash keeps variants apart)."""
   settings = config.data.shapesworld.to_dict()
-  settings.pop("num_workers", None)   # how it is built, not what is built
+  settings.pop("num_workers", None)  # how it is built, not what is built
   generator = json.dumps(settings, sort_keys=True, default=str)
   digest = hashlib.sha256(generator.encode()).hexdigest()[:10]
   return os.path.join(os.path.expanduser(config.data.shapesworld_dir), digest)
@@ -45,30 +45,37 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
     roots = [p.strip() for p in data.path.split(",") if p.strip()]
     beside = os.path.join(os.path.expanduser(roots[0]), "tokenizer.model")
     if not data.tokenizer and not os.path.exists(beside):
-      raise ValueError(f"data.path is set but data.tokenizer is empty and {beside} does not "
-                       "exist: pass --config.data.tokenizer=PATH.model (build_shards "
-                       "--tokenizer_vocab_size=N writes one beside the shards; or train one "
-                       "with `python -m data_pipelines.tokenizer`)")
+      raise ValueError(
+        f"data.path is set but data.tokenizer is empty and {beside} does not "
+        "exist: pass --config.data.tokenizer=PATH.model (build_shards "
+        "--tokenizer_vocab_size=N writes one beside the shards; or train one "
+        "with `python -m data_pipelines.tokenizer`)"
+      )
   else:
     roots = [shapesworld_path(config)]
-    shapesworld_build.build(roots[0], data.shapesworld)   # a no-op once built
+    shapesworld_build.build(roots[0], data.shapesworld)  # a no-op once built
   weights = [float(w) for w in data.mixture_weights.split(",") if w.strip()] or None
   if weights is not None and len(weights) != len(roots):
-    raise ValueError(f"data.mixture_weights={data.mixture_weights!r} gives {len(weights)} "
-                     f"weights for the {len(roots)} datasets of data.path")
+    raise ValueError(
+      f"data.mixture_weights={data.mixture_weights!r} gives {len(weights)} "
+      f"weights for the {len(roots)} datasets of data.path"
+    )
   if weights is None and len(roots) > 1:
     weights = [1.0] * len(roots)
   tokenizer = os.path.expanduser(data.tokenizer or os.path.join(roots[0], "tokenizer.model"))
   if not os.path.exists(tokenizer):
     raise FileNotFoundError(f"Tokenizer model {tokenizer!r} does not exist (data.tokenizer)")
   if not data.eval_path and not os.path.isdir(os.path.expanduser(roots[0])):
-    raise ValueError(f"data.path={roots[0]!r} is a glob, so it cannot also give the held-out "
-                     "split: pass --config.data.eval_path=DIR_OR_GLOB for evaluation")
+    raise ValueError(
+      f"data.path={roots[0]!r} is a glob, so it cannot also give the held-out "
+      "split: pass --config.data.eval_path=DIR_OR_GLOB for evaluation"
+    )
   return DataSources(
-      train_files=[input_pipeline.list_shards(r, data.train_split) for r in roots],
-      train_weights=weights,
-      eval_files=input_pipeline.list_shards(data.eval_path or roots[0], data.eval_split),
-      tokenizer_path=tokenizer)
+    train_files=[input_pipeline.list_shards(r, data.train_split) for r in roots],
+    train_weights=weights,
+    eval_files=input_pipeline.list_shards(data.eval_path or roots[0], data.eval_split),
+    tokenizer_path=tokenizer,
+  )
 
 
 def clip_ops(config: ml_collections.ConfigDict, *, train: bool, seed: int) -> list:
@@ -76,33 +83,60 @@ def clip_ops(config: ml_collections.ConfigDict, *, train: bool, seed: int) -> li
   data.train_crop_area[0] < 1, else the centre square), flip (data.train_flip), normalize."""
   data = config.data
   example_ops = [
-      ops.Frames(data.num_frames, data.frame_stride, train=train, seed=seed),
-      ops.Crop(data.resolution, tuple(data.train_crop_area),
-               tuple(data.train_crop_aspect_ratio), train=train, seed=seed)]
+    ops.Frames(data.num_frames, data.frame_stride, train=train, seed=seed),
+    ops.Crop(
+      data.resolution,
+      tuple(data.train_crop_area),
+      tuple(data.train_crop_aspect_ratio),
+      train=train,
+      seed=seed,
+    ),
+  ]
   if data.train_flip:
     example_ops.append(ops.Flip(train=train, seed=seed))
   example_ops.append(ops.Normalize(data.normalization))
   return example_ops
 
 
-def make_dataset(config: ml_collections.ConfigDict, files, tokenizer, *, batch_size: int,
-                 train: bool, **kwargs):
+def make_dataset(
+  config: ml_collections.ConfigDict, files, tokenizer, *, batch_size: int, train: bool, **kwargs
+):
   """`input_pipeline.make_dataset` (clips, captions and prompted nouns) with the clip,
   augmentation and text settings of `config.data`."""
   data = config.data
   augment = input_pipeline.Augmentation(
-      crop_area=tuple(data.train_crop_area), crop_aspect_ratio=tuple(data.train_crop_aspect_ratio),
-      flip=data.train_flip, normalization=data.normalization)
+    crop_area=tuple(data.train_crop_area),
+    crop_aspect_ratio=tuple(data.train_crop_aspect_ratio),
+    flip=data.train_flip,
+    normalization=data.normalization,
+  )
   return input_pipeline.make_dataset(
-      files, tokenizer=tokenizer, batch_size=batch_size, num_frames=data.num_frames,
-      frame_stride=data.frame_stride, resolution=data.resolution,
-      max_text_len=data.max_text_len, num_nouns=data.num_nouns,
-      max_noun_len=data.max_noun_len, noun_prompt=data.noun_prompt, train=train,
-      augment=augment, **kwargs)
+    files,
+    tokenizer=tokenizer,
+    batch_size=batch_size,
+    num_frames=data.num_frames,
+    frame_stride=data.frame_stride,
+    resolution=data.resolution,
+    max_text_len=data.max_text_len,
+    num_nouns=data.num_nouns,
+    max_noun_len=data.max_noun_len,
+    noun_prompt=data.noun_prompt,
+    train=train,
+    augment=augment,
+    **kwargs,
+  )
 
 
-def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, *, example_ops,
-                  batch_ops, start_index: int, process_index: int, process_count: int):
+def train_dataset(
+  config: ml_collections.ConfigDict,
+  sources: DataSources,
+  *,
+  example_ops,
+  batch_ops,
+  start_index: int,
+  process_index: int,
+  process_count: int,
+):
   """This host's training batches (global batch / hosts each) through a task's input ops,
   split between hosts per data.host_split. The ops must be built with train=True and
   seed=config.seed (the stream's seed)."""
@@ -110,25 +144,37 @@ def train_dataset(config: ml_collections.ConfigDict, sources: DataSources, *, ex
   if config.data.host_split == "stream":
     files, host_slice = sources.train_files, (process_index, process_count)
   else:
-    files = [input_pipeline.host_shards(f, process_index, process_count)
-             for f in sources.train_files]
+    files = [
+      input_pipeline.host_shards(f, process_index, process_count) for f in sources.train_files
+    ]
     host_slice = None
   if sources.train_weights is None:
     (files,) = files
   return input_pipeline.make_dataset_from_ops(
-      files, example_ops=example_ops, batch_ops=batch_ops, batch_size=local_batch,
-      train=True, seed=config.seed, shuffle_buffer=config.data.shuffle_buffer,
-      start_index=start_index, weights=sources.train_weights, host_slice=host_slice)
+    files,
+    example_ops=example_ops,
+    batch_ops=batch_ops,
+    batch_size=local_batch,
+    train=True,
+    seed=config.seed,
+    shuffle_buffer=config.data.shuffle_buffer,
+    start_index=start_index,
+    weights=sources.train_weights,
+    host_slice=host_slice,
+  )
 
 
 def stream_meta(config: ml_collections.ConfigDict, step: int, process_count: int) -> dict:
   """What a checkpoint records about the training stream after `step` steps."""
-  return {"step": step, "examples": step * config.batch_size, "process_count": process_count,
-          "host_split": config.data.host_split}
+  return {
+    "step": step,
+    "examples": step * config.batch_size,
+    "process_count": process_count,
+    "host_split": config.data.host_split,
+  }
 
 
-def stream_start(config: ml_collections.ConfigDict, meta: dict | None,
-                 process_count: int) -> int:
+def stream_start(config: ml_collections.ConfigDict, meta: dict | None, process_count: int) -> int:
   """Where this host's training stream resumes (records to skip), from a checkpoint's meta.
 
   host_split="stream": the global position, whatever the number of hosts then and now (an
@@ -143,16 +189,23 @@ def stream_start(config: ml_collections.ConfigDict, meta: dict | None,
   saved_hosts = meta.get("process_count", process_count)
   examples = meta.get("examples", meta.get("examples_per_host", 0) * saved_hosts)
   if examples != meta["step"] * config.batch_size:
-    raise ValueError(f"Checkpoint {meta['step']} was written with a global batch of "
-                     f"{examples // max(meta['step'], 1)}, this run uses "
-                     f"{config.batch_size}: resuming would change the data order")
+    raise ValueError(
+      f"Checkpoint {meta['step']} was written with a global batch of "
+      f"{examples // max(meta['step'], 1)}, this run uses "
+      f"{config.batch_size}: resuming would change the data order"
+    )
   saved_split = meta.get("host_split", "files")
   if config.data.host_split == "stream" and saved_split == "stream":
     return examples
   if (config.data.host_split, saved_hosts) != (saved_split, process_count):
-    logging.warning("Resuming a run written by %d host(s) with host_split=%r on %d host(s) "
-                    "with host_split=%r: the training data order from here on differs from "
-                    "an uninterrupted run (use host_split='stream' for exact elastic "
-                    "restarts)", saved_hosts, saved_split, process_count,
-                    config.data.host_split)
+    logging.warning(
+      "Resuming a run written by %d host(s) with host_split=%r on %d host(s) "
+      "with host_split=%r: the training data order from here on differs from "
+      "an uninterrupted run (use host_split='stream' for exact elastic "
+      "restarts)",
+      saved_hosts,
+      saved_split,
+      process_count,
+      config.data.host_split,
+    )
   return examples if config.data.host_split == "stream" else examples // process_count

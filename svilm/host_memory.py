@@ -26,7 +26,7 @@ TUNABLE_NAME = "glibc.malloc.hugetlb"
 TUNABLE = f"{TUNABLE_NAME}=1"
 OPT_OUT_ENV = "SVILM_MALLOC_HUGEPAGES"
 _THP_SETTING = "/sys/kernel/mm/transparent_hugepage/enabled"
-_MIN_GLIBC = (2, 35)        # the first glibc with glibc.malloc.hugetlb
+_MIN_GLIBC = (2, 35)  # the first glibc with glibc.malloc.hugetlb
 
 
 def tunables_with_hugepages(current: str | None) -> str | None:
@@ -59,8 +59,12 @@ def _kernel_thp_usable() -> bool:
 def hugepages_applicable() -> bool:
   """Whether the tunable can take effect here: Linux, glibc >= 2.35, kernel THP not 'never'."""
   version = _glibc_version()
-  return (sys.platform.startswith("linux") and version is not None and version >= _MIN_GLIBC
-          and _kernel_thp_usable())
+  return (
+    sys.platform.startswith("linux")
+    and version is not None
+    and version >= _MIN_GLIBC
+    and _kernel_thp_usable()
+  )
 
 
 def ensure_malloc_hugepages() -> None:
@@ -75,8 +79,11 @@ def ensure_malloc_hugepages() -> None:
   if tunables is None:
     return
   os.environ["GLIBC_TUNABLES"] = tunables
-  print(f"svilm: restarting with GLIBC_TUNABLES={tunables} for huge-page malloc "
-        f"(svilm/host_memory.py; {OPT_OUT_ENV}=0 turns this off)", file=sys.stderr)
+  print(
+    f"svilm: restarting with GLIBC_TUNABLES={tunables} for huge-page malloc "
+    f"(svilm/host_memory.py; {OPT_OUT_ENV}=0 turns this off)",
+    file=sys.stderr,
+  )
   sys.stdout.flush()
   sys.stderr.flush()
   # orig_argv is the interpreter's own command line (`python -m svilm.main ...`, `python -c`),

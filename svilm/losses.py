@@ -31,7 +31,7 @@ _EPS = 1e-12
 
 
 def contrastive_loss(
-    video_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array | float
+  video_emb: jax.Array, text_emb: jax.Array, logit_scale: jax.Array | float
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Symmetric InfoNCE over the batch (the CLIP loss).
 
@@ -59,8 +59,8 @@ def contrastive_loss(
   """
   if video_emb.shape != text_emb.shape or video_emb.ndim != 2:
     raise ValueError(
-        'video_emb and text_emb must both be [B, E], got '
-        f'{video_emb.shape} and {text_emb.shape}.')
+      f"video_emb and text_emb must both be [B, E], got {video_emb.shape} and {text_emb.shape}."
+    )
   logits = logit_scale * video_emb @ text_emb.T  # [B_video, B_text]
   labels = jnp.arange(logits.shape[0])
   diag = jnp.diagonal(logits)
@@ -68,18 +68,18 @@ def contrastive_loss(
   t2v = jax.nn.logsumexp(logits, axis=0) - diag
   loss = (jnp.mean(v2t) + jnp.mean(t2v)) / 2
   metrics = {
-      'v2t_accuracy': jnp.mean(jnp.argmax(logits, axis=1) == labels),
-      't2v_accuracy': jnp.mean(jnp.argmax(logits, axis=0) == labels),
+    "v2t_accuracy": jnp.mean(jnp.argmax(logits, axis=1) == labels),
+    "t2v_accuracy": jnp.mean(jnp.argmax(logits, axis=0) == labels),
   }
   return loss, metrics
 
 
 def cut_and_paste(
-    rng: jax.Array,
-    video: jax.Array,
-    num_positions: int,
-    min_span: int,
-    max_span: int,
+  rng: jax.Array,
+  video: jax.Array,
+  num_positions: int,
+  min_span: int,
+  max_span: int,
 ) -> tuple[jax.Array, jax.Array]:
   """Pastes a foreground span of each clip onto another clip of the batch.
 
@@ -110,24 +110,26 @@ def cut_and_paste(
     outside 1 <= min_span <= max_span <= P - 1.
   """
   if video.ndim != 5:
-    raise ValueError(f'video must be [B, T, H, W, C], got {video.shape}.')
+    raise ValueError(f"video must be [B, T, H, W, C], got {video.shape}.")
   batch, frames = video.shape[:2]
   if batch < 2:
     raise ValueError(
-        f'cut_and_paste needs a batch of at least 2 clips (a background must '
-        f'come from another clip), got batch size {batch}.')
+      f"cut_and_paste needs a batch of at least 2 clips (a background must "
+      f"come from another clip), got batch size {batch}."
+    )
   if num_positions < 2 or frames % num_positions:
     raise ValueError(
-        f'num_positions={num_positions} must be >= 2 and divide the number of '
-        f'frames T={frames}.')
+      f"num_positions={num_positions} must be >= 2 and divide the number of frames T={frames}."
+    )
   if not 1 <= min_span:
-    raise ValueError(f'min_span={min_span} must be >= 1.')
+    raise ValueError(f"min_span={min_span} must be >= 1.")
   if not min_span <= max_span:
-    raise ValueError(f'min_span={min_span} must be <= max_span={max_span}.')
+    raise ValueError(f"min_span={min_span} must be <= max_span={max_span}.")
   if not max_span <= num_positions - 1:
     raise ValueError(
-        f'max_span={max_span} must be <= num_positions - 1 = '
-        f'{num_positions - 1} so at least one background position remains.')
+      f"max_span={max_span} must be <= num_positions - 1 = "
+      f"{num_positions - 1} so at least one background position remains."
+    )
 
   rng_bg, rng_len, rng_start = jax.random.split(rng, 3)
   # Offset in [1, B-1] from i: uniform over the other clips, never i itself.
@@ -144,7 +146,7 @@ def cut_and_paste(
 
 
 def temporal_grouping_logits(
-    clip_features: jax.Array, fg_mask: jax.Array, temperature: float
+  clip_features: jax.Array, fg_mask: jax.Array, temperature: float
 ) -> jax.Array:
   """Foreground-vs-background logit d^k of every temporal position.
 
@@ -166,16 +168,16 @@ def temporal_grouping_logits(
   fg_centre = jnp.sum(m * z, 1) / jnp.maximum(jnp.sum(m, 1), _EPS)
   bg_centre = jnp.sum((1 - m) * z, 1) / jnp.maximum(jnp.sum(1 - m, 1), _EPS)
   zn = layers.l2_normalize(z)
-  cos_f = jnp.einsum('bpd,bd->bp', zn, layers.l2_normalize(fg_centre))
-  cos_b = jnp.einsum('bpd,bd->bp', zn, layers.l2_normalize(bg_centre))
+  cos_f = jnp.einsum("bpd,bd->bp", zn, layers.l2_normalize(fg_centre))
+  cos_b = jnp.einsum("bpd,bd->bp", zn, layers.l2_normalize(bg_centre))
   return (cos_f - cos_b) / temperature
 
 
 def temporal_grouping_loss(
-    clip_features: jax.Array,
-    fg_mask: jax.Array,
-    temperature: float = 0.1,
-    kind: str = 'mse',
+  clip_features: jax.Array,
+  fg_mask: jax.Array,
+  temperature: float = 0.1,
+  kind: str = "mse",
 ) -> jax.Array:
   """Intra-clip temporal grouping loss L_temporal.
 
@@ -197,25 +199,26 @@ def temporal_grouping_loss(
     position, the empty centre is the zero vector with cosine 0 to every z^k;
     the loss stays finite. `cut_and_paste` never produces such a clip.
   """
-  if kind not in ('mse', 'bce'):
+  if kind not in ("mse", "bce"):
     raise ValueError(f"kind must be 'mse' or 'bce', got {kind!r}.")
   if clip_features.shape[:2] != fg_mask.shape:
     raise ValueError(
-        f'clip_features {clip_features.shape} [B, P, D] does not match '
-        f'fg_mask {fg_mask.shape} [B, P].')
+      f"clip_features {clip_features.shape} [B, P, D] does not match "
+      f"fg_mask {fg_mask.shape} [B, P]."
+    )
   d = temporal_grouping_logits(clip_features, fg_mask, temperature)
   m = fg_mask.astype(jnp.float32)
-  if kind == 'mse':
+  if kind == "mse":
     return jnp.mean(jnp.square(jax.nn.sigmoid(d) - m))
   return jnp.mean(m * jax.nn.softplus(-d) + (1 - m) * jax.nn.softplus(d))
 
 
 def spatial_grounding_loss(
-    noun_emb: jax.Array,
-    noun_valid: jax.Array,
-    group_emb: jax.Array,
-    assign_temperature: float,
-    logit_scale: jax.Array | float,
+  noun_emb: jax.Array,
+  noun_valid: jax.Array,
+  group_emb: jax.Array,
+  assign_temperature: float,
+  logit_scale: jax.Array | float,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Inter-clip spatial grounding loss L_grounding.
 
@@ -245,13 +248,11 @@ def spatial_grounding_loss(
   """
   if noun_emb.shape[:2] != noun_valid.shape:
     raise ValueError(
-        f'noun_emb {noun_emb.shape} and noun_valid {noun_valid.shape} differ '
-        'in [B, K].')
+      f"noun_emb {noun_emb.shape} and noun_valid {noun_valid.shape} differ in [B, K]."
+    )
   if noun_emb.shape[0] != group_emb.shape[0]:
-    raise ValueError(
-        f'noun_emb batch {noun_emb.shape[0]} != group_emb batch '
-        f'{group_emb.shape[0]}.')
-  cos = jnp.einsum('ike,jme->ikjm', noun_emb, group_emb)  # [B, K, B, M]
+    raise ValueError(f"noun_emb batch {noun_emb.shape[0]} != group_emb batch {group_emb.shape[0]}.")
+  cos = jnp.einsum("ike,jme->ikjm", noun_emb, group_emb)  # [B, K, B, M]
   attn = jax.nn.softmax(cos / assign_temperature, axis=-1)
   logits = logit_scale * jnp.sum(attn * cos, axis=-1)  # [B_text, K, B_video]
   batch = noun_emb.shape[0]
@@ -265,15 +266,15 @@ def spatial_grounding_loss(
   loss = jnp.sum(valid * ce) / denom
   correct = (jnp.argmax(logits, axis=-1) == own).astype(jnp.float32)
   metrics = {
-      'noun_accuracy': jnp.sum(valid * correct) / denom,
-      'num_valid_nouns': count,
+    "noun_accuracy": jnp.sum(valid * correct) / denom,
+    "num_valid_nouns": count,
   }
   return loss, metrics
 
 
 def total_loss(
-    terms: Mapping[str, jax.Array],
-    weights: Mapping[str, float] | None = None,
+  terms: Mapping[str, jax.Array],
+  weights: Mapping[str, float] | None = None,
 ) -> jax.Array:
   """Weighted sum of the loss terms: total = sum_name weights[name] * terms[name].
 
@@ -294,8 +295,7 @@ def total_loss(
   weights = dict(weights or {})
   unknown = sorted(k for k, w in weights.items() if k not in terms and w != 0)
   if unknown:
-    raise ValueError(
-        f'Weights {unknown} name no loss term; terms are {sorted(terms)}.')
+    raise ValueError(f"Weights {unknown} name no loss term; terms are {sorted(terms)}.")
   if not terms:
-    raise ValueError('total_loss needs at least one term.')
+    raise ValueError("total_loss needs at least one term.")
   return sum(weights.get(name, 1.0) * value for name, value in terms.items())

@@ -18,15 +18,25 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file, optionally with ':ARG'.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and "
-                               "eval_results.json; rerunning in it resumes.")
+  "config", None, "Path to a config file, optionally with ':ARG'.", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string(
+  "workdir",
+  None,
+  "Directory for checkpoints, metrics and eval_results.json; rerunning in it resumes.",
+)
 _COMPILE_ONLY = flags.DEFINE_bool(
-    "compile_only", False, "Compile the train step for the configured mesh, print per-device "
-    "memory and FLOPs per step, and exit without reading data or training.")
+  "compile_only",
+  False,
+  "Compile the train step for the configured mesh, print per-device "
+  "memory and FLOPs per step, and exit without reading data or training.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for a multi-process run where JAX "
-    "cannot detect the cluster itself (TPU VMs, SLURM and GKE are detected).")
+  "coordinator_address",
+  None,
+  "host:port of process 0 for a multi-process run where JAX "
+  "cannot detect the cluster itself (TPU VMs, SLURM and GKE are detected).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flags_as_required(["config"])
@@ -44,8 +54,10 @@ def _on_cloud_tpu_vm() -> bool:
   """
   try:
     from jax._src.clusters import cloud_tpu_cluster
-    return bool(cloud_tpu_cluster.running_in_cloud_tpu_vm
-                and cloud_tpu_cluster.GceTpuCluster.is_env_present())
+
+    return bool(
+      cloud_tpu_cluster.running_in_cloud_tpu_vm and cloud_tpu_cluster.GceTpuCluster.is_env_present()
+    )
   except (ImportError, AttributeError):
     return False
 
@@ -57,15 +69,18 @@ def initialize_distributed() -> None:
   (xpk/JobSet) or a multi-task SLURM job launched us; a plain single process does nothing.
   """
   import os
+
   import jax
+
   explicit = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   if any(v is not None for v in explicit):
     if any(v is None for v in explicit):
-      raise app.UsageError("--coordinator_address, --num_processes and --process_id go "
-                           "together")
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
-                               num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+      raise app.UsageError("--coordinator_address, --num_processes and --process_id go together")
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value,
+      num_processes=_NUM_PROCESSES.value,
+      process_id=_PROCESS_ID.value,
+    )
     return
   env = {k: os.environ.get(k, "") for k in _CLUSTER_ENV}
   multi_host_tpu = "," in env["TPU_WORKER_HOSTNAMES"] or _on_cloud_tpu_vm()
@@ -83,8 +98,10 @@ def _parse_flags(argv: list[str]) -> list[str]:
   except (KeyError, AttributeError) as e:
     # ml_collections raises these for `--config.<key>` when <key> is not in the locked config.
     bad = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-    sys.exit(f"FATAL Unknown config key {e} in {' '.join(bad)}: the config has no such field "
-             "(keys are locked; check the spelling against the config file).")
+    sys.exit(
+      f"FATAL Unknown config key {e} in {' '.join(bad)}: the config has no such field "
+      "(keys are locked; check the spelling against the config file)."
+    )
   except ValueError as e:
     # get_config(arg) rejects bad arguments (e.g. the paper config without a data path).
     sys.exit(f"FATAL Invalid config: {e}")
@@ -94,7 +111,7 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so `--help` and flag errors answer without loading JAX and TensorFlow.
-  initialize_distributed()   # before anything asks JAX about devices
+  initialize_distributed()  # before anything asks JAX about devices
   import jax
   import tensorflow as tf
 
@@ -102,29 +119,43 @@ def main(argv: list[str]) -> None:
   tf.config.set_visible_devices([], "GPU")
   # Orbax logs every save step at INFO; keep its warnings, drop the chatter.
   logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname)
+    lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+  )
   config = _CONFIG.value
   from svilm import tasks
+
   if config.task not in tasks.names():
-    raise app.UsageError(f"config.task={config.task!r} is not a registered task; known tasks: "
-                         f"{', '.join(tasks.names())}")
+    raise app.UsageError(
+      f"config.task={config.task!r} is not a registered task; known tasks: "
+      f"{', '.join(tasks.names())}"
+    )
   if _COMPILE_ONLY.value:
     from svilm import compile_check
+
     print(compile_check.format_report(compile_check.compile_train_step(config)), flush=True)
     return
   if not _WORKDIR.value:
-    raise app.UsageError("--workdir is required (checkpoints, metrics and eval_results.json "
-                         "go there; rerunning in it resumes)")
-  logging.info("JAX %s on %d %s device(s), process %d of %d", jax.__version__,
-               jax.device_count(), jax.default_backend(), jax.process_index(),
-               jax.process_count())
+    raise app.UsageError(
+      "--workdir is required (checkpoints, metrics and eval_results.json "
+      "go there; rerunning in it resumes)"
+    )
+  logging.info(
+    "JAX %s on %d %s device(s), process %d of %d",
+    jax.__version__,
+    jax.device_count(),
+    jax.default_backend(),
+    jax.process_index(),
+    jax.process_count(),
+  )
   from svilm.trainers import trainer
+
   trainer.train_and_evaluate(config, _WORKDIR.value)
 
 
 def run() -> None:
   from svilm import host_memory
-  host_memory.ensure_malloc_hugepages()   # re-executes once; see svilm/host_memory.py
+
+  host_memory.ensure_malloc_hugepages()  # re-executes once; see svilm/host_memory.py
   app.run(main, flags_parser=_parse_flags)
 
 

@@ -32,9 +32,9 @@ The functions are pure: inputs are never modified, and every returned leaf is a 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -75,6 +75,7 @@ class LeafReport:
     source_shape: the source leaf's shape, or None when INITIALISED.
     detail: for RESAMPLED, how (grids, or which rows came from where); "" otherwise.
   """
+
   status: str
   shape: tuple[int, ...]
   source: str | None = None
@@ -92,6 +93,7 @@ class MappingReport:
     unused: source leaf path -> shape, for every source leaf that no target leaf took (those
       under no mapped source subtree, and those under one whose path the target lacks), sorted.
   """
+
   leaves: dict[str, LeafReport]
   unused: dict[str, tuple[int, ...]]
 
@@ -134,8 +136,10 @@ def flatten(tree: Mapping[str, Any]) -> dict[str, Array]:
   def visit(node: Mapping[str, Any], prefix: str) -> None:
     for key, value in node.items():
       if not isinstance(key, str) or not key or "/" in key:
-        raise ValueError(f"Cannot flatten key {key!r} under {prefix or '<root>'!r}: keys must "
-                         "be non-empty strings without '/'.")
+        raise ValueError(
+          f"Cannot flatten key {key!r} under {prefix or '<root>'!r}: keys must "
+          "be non-empty strings without '/'."
+        )
       path = f"{prefix}/{key}" if prefix else key
       if isinstance(value, Mapping):
         visit(value, path)
@@ -162,7 +166,7 @@ def unflatten(flat: Mapping[str, Array]) -> dict[str, Any]:
     for i, key in enumerate(keys[:-1]):
       node = node.setdefault(key, {})
       if not isinstance(node, dict):
-        raise ValueError(f"Cannot unflatten {path!r}: {'/'.join(keys[:i + 1])!r} is a leaf.")
+        raise ValueError(f"Cannot unflatten {path!r}: {'/'.join(keys[: i + 1])!r} is a leaf.")
     if keys[-1] in node:
       raise ValueError(f"Cannot unflatten {path!r}: it is also a prefix of another path.")
     node[keys[-1]] = leaf
@@ -239,8 +243,11 @@ def _select(flat: Mapping[str, Array], path: str) -> dict[str, Array]:
   if not path:
     return dict(flat)
   prefix = path + "/"
-  return {key[len(prefix):] if key != path else "": leaf for key, leaf in flat.items()
-          if key == path or key.startswith(prefix)}
+  return {
+    key[len(prefix) :] if key != path else "": leaf
+    for key, leaf in flat.items()
+    if key == path or key.startswith(prefix)
+  }
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -267,29 +274,41 @@ def _dtype(leaf: Array) -> np.dtype:
   return np.dtype(dtype) if dtype is not None else np.asarray(leaf).dtype
 
 
-def _map_video_table(path: str, kind: str, src: np.ndarray, target_shape: tuple[int, ...],
-                     source_grid: Grid | None, target_grid: Grid | None
-                     ) -> tuple[np.ndarray | None, str]:
+def _map_video_table(
+  path: str,
+  kind: str,
+  src: np.ndarray,
+  target_shape: tuple[int, ...],
+  source_grid: Grid | None,
+  target_grid: Grid | None,
+) -> tuple[np.ndarray | None, str]:
   """Resampled table, or (None, "") when the grids agree on the table's axes (plain copy)."""
   if source_grid is None or target_grid is None:
     if src.shape == target_shape:
       # Without grids nothing says the layout changed; equal shapes are taken as equal grids.
       return None, ""
     raise MappingError(
-        f"Position table {path!r} has shape {src.shape} in the source and {target_shape} in the "
-        f"target: resampling it needs the tubelet grids, but source_grid={source_grid} and "
-        f"target_grid={target_grid}.")
+      f"Position table {path!r} has shape {src.shape} in the source and {target_shape} in the "
+      f"target: resampling it needs the tubelet grids, but source_grid={source_grid} and "
+      f"target_grid={target_grid}."
+    )
   # The grid axes each table spans: joint all three, temporal N_t, spatial (H_p, W_p).
   axes = {"joint": slice(0, 3), "temporal": slice(0, 1), "spatial": slice(1, 3)}[kind]
   src_axes, tgt_axes = source_grid[axes], target_grid[axes]
   expected_src, expected_tgt = (_size(src_axes),), (_size(tgt_axes),)
-  if (src.ndim != 2 or target_shape[:1] != expected_tgt or src.shape[:1] != expected_src
-      or len(target_shape) != 2 or src.shape[1] != target_shape[1]):
+  if (
+    src.ndim != 2
+    or target_shape[:1] != expected_tgt
+    or src.shape[:1] != expected_src
+    or len(target_shape) != 2
+    or src.shape[1] != target_shape[1]
+  ):
     raise MappingError(
-        f"Position table {path!r}: source shape {src.shape} with source_grid {source_grid} "
-        f"cannot map to target shape {target_shape} with target_grid {target_grid} (a {kind} "
-        f"table has prod{tuple(src_axes)} = {expected_src[0]} source rows, "
-        f"prod{tuple(tgt_axes)} = {expected_tgt[0]} target rows, and equal widths).")
+      f"Position table {path!r}: source shape {src.shape} with source_grid {source_grid} "
+      f"cannot map to target shape {target_shape} with target_grid {target_grid} (a {kind} "
+      f"table has prod{tuple(src_axes)} = {expected_src[0]} source rows, "
+      f"prod{tuple(tgt_axes)} = {expected_tgt[0]} target rows, and equal widths)."
+    )
   if src_axes == tgt_axes:
     return None, ""
   width = src.shape[1]
@@ -299,9 +318,14 @@ def _map_video_table(path: str, kind: str, src: np.ndarray, target_shape: tuple[
   return resampled, f"linear over {names}: {tuple(src_axes)} -> {tuple(tgt_axes)}"
 
 
-def _map_leaf(target_path: str, source_path: str, source_leaf: Array, target_leaf: Array,
-              source_grid: Grid | None, target_grid: Grid | None
-              ) -> tuple[np.ndarray, LeafReport]:
+def _map_leaf(
+  target_path: str,
+  source_path: str,
+  source_leaf: Array,
+  target_leaf: Array,
+  source_grid: Grid | None,
+  target_grid: Grid | None,
+) -> tuple[np.ndarray, LeafReport]:
   src = np.asarray(source_leaf)
   target_shape, dtype = _shape(target_leaf), _dtype(target_leaf)
   kind = _video_table_kind(target_path)
@@ -310,53 +334,70 @@ def _map_leaf(target_path: str, source_path: str, source_leaf: Array, target_lea
     return LeafReport(status, target_shape, source_path, src.shape, detail)
 
   if kind is not None:
-    resampled, detail = _map_video_table(target_path, kind, src, target_shape, source_grid,
-                                         target_grid)
+    resampled, detail = _map_video_table(
+      target_path, kind, src, target_shape, source_grid, target_grid
+    )
     if resampled is not None:
       return resampled.astype(dtype), report(RESAMPLED, detail)
-  elif (target_path.rsplit("/", 1)[-1] == TEXT_TABLE and src.shape != target_shape
-        and src.ndim == 2 and len(target_shape) == 2 and src.shape[1] == target_shape[1]):
+  elif (
+    target_path.rsplit("/", 1)[-1] == TEXT_TABLE
+    and src.shape != target_shape
+    and src.ndim == 2
+    and len(target_shape) == 2
+    and src.shape[1] == target_shape[1]
+  ):
     n_src, n_tgt = src.shape[0], target_shape[0]
     if n_tgt > n_src:
       # Rows past the checkpoint's length were never trained; the target's own init is the
       # best start for them (BERT's init, the same as the checkpoint's before pretraining).
       out = np.array(target_leaf, dtype=dtype)
       out[:n_src] = src
-      return out, report(RESAMPLED, f"rows 0-{n_src - 1} from source, "
-                                    f"{n_src}-{n_tgt - 1} fresh init")
-    return np.array(src[:n_tgt], dtype=dtype), report(RESAMPLED,
-                                                      f"first {n_tgt} of {n_src} rows")
+      return out, report(
+        RESAMPLED, f"rows 0-{n_src - 1} from source, {n_src}-{n_tgt - 1} fresh init"
+      )
+    return np.array(src[:n_tgt], dtype=dtype), report(RESAMPLED, f"first {n_tgt} of {n_src} rows")
   elif src.shape != target_shape:
-    raise MappingError(f"Shape mismatch at {target_path!r}: source {source_path!r} has shape "
-                       f"{src.shape}, target has {target_shape}.")
+    raise MappingError(
+      f"Shape mismatch at {target_path!r}: source {source_path!r} has shape "
+      f"{src.shape}, target has {target_shape}."
+    )
   return np.array(src, dtype=dtype), report(LOADED)
 
 
-def _missing_leaf_error(target_path: str, source_path: str, rel: str,
-                        source_sub: Mapping[str, Array], source_root: str) -> MappingError:
+def _missing_leaf_error(
+  target_path: str, source_path: str, rel: str, source_sub: Mapping[str, Array], source_root: str
+) -> MappingError:
   # Name what the source does hold at the deepest existing level, which is what one needs to
   # see to fix a rename or a layout difference.
   parts = rel.split("/") if rel else []
   depth = 0
-  while depth < len(parts) and _select(source_sub, "/".join(parts[:depth + 1])):
+  while depth < len(parts) and _select(source_sub, "/".join(parts[: depth + 1])):
     depth += 1
   level = "/".join(parts[:depth])
   here = _select(source_sub, level)
   keys = sorted({k.split("/", 1)[0] for k in here if k})
   hint = ""
   if any(_LAYER_NAME.match(p) for p in parts) or any(_LAYER_NAME.match(k) for k in keys):
-    hint = (" If one model scans its layers and the other does not, convert the checkpoint "
-            "first with svilm.models.svilm.convert_layer_layout.")
+    hint = (
+      " If one model scans its layers and the other does not, convert the checkpoint "
+      "first with svilm.models.svilm.convert_layer_layout."
+    )
   where = _join(source_root, level) or "<root>"
   held = f"keys {keys}" if keys else "a leaf"
-  return MappingError(f"Target leaf {target_path!r} has no source leaf at {source_path!r}: the "
-                      f"source holds {held} at {where!r}.{hint}")
+  return MappingError(
+    f"Target leaf {target_path!r} has no source leaf at {source_path!r}: the "
+    f"source holds {held} at {where!r}.{hint}"
+  )
 
 
-def map_params(source: Mapping[str, Any], target: Mapping[str, Any],
-               mapping: Mapping[str, str], *, source_grid: Sequence[int] | None = None,
-               target_grid: Sequence[int] | None = None
-               ) -> tuple[dict[str, Any], MappingReport]:
+def map_params(
+  source: Mapping[str, Any],
+  target: Mapping[str, Any],
+  mapping: Mapping[str, str],
+  *,
+  source_grid: Sequence[int] | None = None,
+  target_grid: Sequence[int] | None = None,
+) -> tuple[dict[str, Any], MappingReport]:
   """Target params with the mapped subtrees taken from `source` (module docstring).
 
   Args:
@@ -386,13 +427,14 @@ def map_params(source: Mapping[str, Any], target: Mapping[str, Any],
   src_flat = flatten(source)
   tgt_flat = flatten(target)
 
-  pairs = [(_normalise_path(s, "source"), _normalise_path(t, "target"))
-           for s, t in mapping.items()]
+  pairs = [(_normalise_path(s, "source"), _normalise_path(t, "target")) for s, t in mapping.items()]
   for i, (_, a) in enumerate(pairs):
-    for _, b in pairs[i + 1:]:
+    for _, b in pairs[i + 1 :]:
       if _overlaps(a, b):
-        raise MappingError(f"Target subtrees {a or '<root>'!r} and {b or '<root>'!r} overlap: "
-                           "a target leaf may be mapped only once.")
+        raise MappingError(
+          f"Target subtrees {a or '<root>'!r} and {b or '<root>'!r} overlap: "
+          "a target leaf may be mapped only once."
+        )
 
   values: dict[str, np.ndarray] = {}
   records: dict[str, LeafReport] = {}
@@ -400,22 +442,27 @@ def map_params(source: Mapping[str, Any], target: Mapping[str, Any],
   for src_path, tgt_path in pairs:
     src_sub = _select(src_flat, src_path)
     if not src_sub:
-      raise MappingError(f"Source subtree {src_path!r} is not in the source params; its "
-                         f"top-level keys are {_top_level(src_flat)}.")
+      raise MappingError(
+        f"Source subtree {src_path!r} is not in the source params; its "
+        f"top-level keys are {_top_level(src_flat)}."
+      )
     tgt_sub = _select(tgt_flat, tgt_path)
     if not tgt_sub:
-      raise MappingError(f"Target subtree {tgt_path!r} is not in the target params; its "
-                         f"top-level keys are {_top_level(tgt_flat)}.")
+      raise MappingError(
+        f"Target subtree {tgt_path!r} is not in the target params; its "
+        f"top-level keys are {_top_level(tgt_flat)}."
+      )
     for rel, target_leaf in tgt_sub.items():
       target_path, source_path = _join(tgt_path, rel), _join(src_path, rel)
       if rel not in src_sub:
         raise _missing_leaf_error(target_path, source_path, rel, src_sub, src_path)
       values[target_path], records[target_path] = _map_leaf(
-          target_path, source_path, src_sub[rel], target_leaf, source_grid, target_grid)
+        target_path, source_path, src_sub[rel], target_leaf, source_grid, target_grid
+      )
       used.add(source_path)
 
   out, leaves = {}, {}
-  for path, leaf in tgt_flat.items():   # The target's order, for the tree and the report.
+  for path, leaf in tgt_flat.items():  # The target's order, for the tree and the report.
     if path in records:
       out[path], leaves[path] = values[path], records[path]
     else:
@@ -437,8 +484,9 @@ def _group(path: str) -> str:
   return "/".join(parts[:2])
 
 
-def _aggregate(items: Iterable[tuple[str, tuple[int, ...], str]]
-               ) -> dict[str, tuple[set[str], dict[str, list[int]]]]:
+def _aggregate(
+  items: Iterable[tuple[str, tuple[int, ...], str]],
+) -> dict[str, tuple[set[str], dict[str, list[int]]]]:
   """{group: (distinct subtrees, {status: [leaves, params]})}, in first-seen order."""
   groups: dict[str, tuple[set[str], dict[str, list[int]]]] = {}
   for path, shape, status in items:
@@ -479,8 +527,11 @@ def format_report(report: MappingReport) -> str:
       count = sum(c[0] for c in counts.values())
       size = sum(c[1] for c in counts.values())
       statuses = [s for s in (*STATUSES, "unused") if s in counts]
-      how = statuses[0] if len(statuses) == 1 else ", ".join(
-          f"{s} {_leaves(counts[s][0])}" for s in statuses)
+      how = (
+        statuses[0]
+        if len(statuses) == 1
+        else ", ".join(f"{s} {_leaves(counts[s][0])}" for s in statuses)
+      )
       rows.append(f"  {name:<40}{_leaves(count):>12}  {size:>14,}  {how}")
     return rows
 

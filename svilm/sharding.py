@@ -25,16 +25,19 @@ collectives: XLA inserts them. Each host feeds only its own slice of the global 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import contextlib
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
+from jax.sharding import AxisType
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
-from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS, FSDP_AXIS, MODEL_AXIS = "data", "fsdp", "model"
 MESH_AXES = (DATA_AXIS, FSDP_AXIS, MODEL_AXIS)
@@ -44,14 +47,14 @@ BATCH_AXES = (DATA_AXIS, FSDP_AXIS)
 # Logical parameter axis -> mesh axis. 'embed' is the FSDP dimension (present in every matrix);
 # heads, MLP hidden units and the vocabulary are the Megatron-style tensor-parallel dimensions.
 DEFAULT_RULES = (
-    ("batch", BATCH_AXES),       # activations only (svilm/models/layers.py TOKEN_AXES)
-    ("embed", FSDP_AXIS),
-    ("mlp", MODEL_AXIS),
-    ("heads", MODEL_AXIS),
-    ("vocab", MODEL_AXIS),
-    ("kv", None),
-    ("groups", None),
-    ("layers", None),
+  ("batch", BATCH_AXES),  # activations only (svilm/models/layers.py TOKEN_AXES)
+  ("embed", FSDP_AXIS),
+  ("mlp", MODEL_AXIS),
+  ("heads", MODEL_AXIS),
+  ("vocab", MODEL_AXIS),
+  ("kv", None),
+  ("groups", None),
+  ("layers", None),
 )
 
 
@@ -70,8 +73,10 @@ def mesh_shape(config: ml_collections.ConfigDict, num_devices: int) -> tuple[int
       raise ValueError(f"{keys}: {num_devices} devices are not divisible by {known}")
     sizes[sizes.index(-1)] = num_devices // known
   if math.prod(sizes) != num_devices:
-    raise ValueError(f"{keys}: the mesh has {math.prod(sizes)} devices but there are "
-                     f"{num_devices} (use -1 for one axis to take the rest)")
+    raise ValueError(
+      f"{keys}: the mesh has {math.prod(sizes)} devices but there are "
+      f"{num_devices} (use -1 for one axis to take the rest)"
+    )
   return tuple(sizes)
 
 
@@ -84,18 +89,22 @@ def make_mesh(config: ml_collections.ConfigDict, devices=None) -> Mesh:
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = mesh_shape(config, len(devices))
-  mesh = jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
+  mesh = jax.make_mesh(
+    shape, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES), devices=devices
+  )
   if not _hosts_partition_the_batch(mesh):
-    raise ValueError(f"The {dict(mesh.shape)} mesh does not give each process a contiguous "
-                     "block of the batch (to_global needs that); reorder the devices")
+    raise ValueError(
+      f"The {dict(mesh.shape)} mesh does not give each process a contiguous "
+      "block of the batch (to_global needs that); reorder the devices"
+    )
   return mesh
 
 
 def rules(config: ml_collections.ConfigDict) -> tuple[tuple[str, Any], ...]:
   """The logical-axis rules of `config.mesh.rules` as a tuple of (name, mesh axes) pairs."""
-  return tuple((name, tuple(axes) if isinstance(axes, list) else axes)
-               for name, axes in config.mesh.rules)
+  return tuple(
+    (name, tuple(axes) if isinstance(axes, list) else axes) for name, axes in config.mesh.rules
+  )
 
 
 class MeshJit:
@@ -146,8 +155,9 @@ def _effective(axes, size: int, mesh: Mesh):
   return axes[0] if len(axes) == 1 else tuple(axes)
 
 
-def spec_for(logical: Sequence[str | None] | None, shape: Sequence[int], mesh: Mesh,
-             logical_rules) -> P:
+def spec_for(
+  logical: Sequence[str | None] | None, shape: Sequence[int], mesh: Mesh, logical_rules
+) -> P:
   """The PartitionSpec of one array: its logical names mapped by the rules, except that a
   dimension not divisible by its mesh axes stays replicated (size-1 axes are left out)."""
   if not logical:
@@ -156,13 +166,14 @@ def spec_for(logical: Sequence[str | None] | None, shape: Sequence[int], mesh: M
   return P(*(_effective(axes, size, mesh) for axes, size in zip(mesh_axes, shape)))
 
 
-def param_shardings(abstract_params: Any, logical_specs: Any, mesh: Mesh,
-                    logical_rules) -> Any:
+def param_shardings(abstract_params: Any, logical_specs: Any, mesh: Mesh, logical_rules) -> Any:
   """NamedShardings for a params tree from its logical specs (`nn.get_partition_spec`)."""
   return jax.tree.map(
-      lambda x, spec: NamedSharding(mesh, spec_for(spec, x.shape, mesh, logical_rules)),
-      abstract_params, logical_specs,
-      is_leaf=lambda x: isinstance(x, P) or x is None)
+    lambda x, spec: NamedSharding(mesh, spec_for(spec, x.shape, mesh, logical_rules)),
+    abstract_params,
+    logical_specs,
+    is_leaf=lambda x: isinstance(x, P) or x is None,
+  )
 
 
 def _dict_suffix(path) -> tuple[str, ...]:
@@ -182,8 +193,10 @@ def state_shardings(abstract_state: Any, params_shardings: Any, mesh: Mesh) -> A
   by_name = {}
   for path, sharding in jax.tree_util.tree_flatten_with_path(params_shardings)[0]:
     by_name[_dict_suffix(path)] = sharding
-  shapes = {_dict_suffix(path): x.shape
-            for path, x in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]}
+  shapes = {
+    _dict_suffix(path): x.shape
+    for path, x in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]
+  }
 
   def leaf_sharding(path, x):
     name = _dict_suffix(path)
@@ -198,8 +211,9 @@ def state_shardings(abstract_state: Any, params_shardings: Any, mesh: Mesh) -> A
 def with_shardings(abstract_tree: Any, shardings: Any) -> Any:
   """ShapeDtypeStructs of `abstract_tree` (shapes, dtypes) placed on `shardings` (same tree):
   what restoring a checkpoint and lowering a step for given shardings both take."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      abstract_tree, shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_tree, shardings
+  )
 
 
 def to_global(local_batch: dict, mesh: Mesh) -> dict:
@@ -212,12 +226,14 @@ def to_global(local_batch: dict, mesh: Mesh) -> dict:
   sharding = batch_sharding(mesh)
   processes = jax.process_count()
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(
-          sharding, x, (x.shape[0] * processes, *x.shape[1:])), local_batch)
+    lambda x: jax.make_array_from_process_local_data(
+      sharding, x, (x.shape[0] * processes, *x.shape[1:])
+    ),
+    local_batch,
+  )
 
 
-def check_mesh_fits_hosts(mesh_sizes: Sequence[int], num_devices: int,
-                          process_count: int) -> None:
+def check_mesh_fits_hosts(mesh_sizes: Sequence[int], num_devices: int, process_count: int) -> None:
   """Raises ValueError unless each host holds whole tensor-parallel groups.
 
   The hosts split the global batch between them, which only works if no model-axis group
@@ -226,13 +242,14 @@ def check_mesh_fits_hosts(mesh_sizes: Sequence[int], num_devices: int,
   model = mesh_sizes[-1]
   local = num_devices // process_count
   if local % model:
-    raise ValueError(f"mesh.model={model} does not divide the {local} devices of each host: "
-                     "a tensor-parallel group must sit inside one host")
+    raise ValueError(
+      f"mesh.model={model} does not divide the {local} devices of each host: "
+      "a tensor-parallel group must sit inside one host"
+    )
 
 
 def _hosts_partition_the_batch(mesh: Mesh) -> bool:
   """True if every batch shard sits on one process and processes come in order."""
   ids = np.vectorize(lambda d: d.process_index)(mesh.devices)
   by_shard = ids.reshape(batch_shards(mesh), -1)
-  return bool((by_shard == by_shard[:, :1]).all() and
-              (np.diff(by_shard[:, 0]) >= 0).all())
+  return bool((by_shard == by_shard[:, :1]).all() and (np.diff(by_shard[:, 0]) >= 0).all())

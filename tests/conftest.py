@@ -4,9 +4,19 @@ import os
 
 # Must happen before JAX initialises its backends; every test process sees 8 CPU devices, and
 # single-device runs build their mesh from jax.devices()[:1].
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# JAX's persistent compilation cache, shared by every test and every `python -m svilm.main`
+# subprocess of this session (they inherit the environment): the tiny models' train and eval
+# steps are compiled once, not once per test. A fresh directory per session, so a run never
+# reads executables of other code.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import tempfile
+
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="svilm_test_jax_cache_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 
 import pytest  # noqa: E402
 
@@ -16,6 +26,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def tiny_config(shapesworld_dir: str):
   """configs/pretrain.py:tiny with its ShapesWorld cache under `shapesworld_dir`."""
   from configs import pretrain
+
   config = pretrain.get_config("tiny")
   config.data.shapesworld_dir = shapesworld_dir
   return config
@@ -25,6 +36,7 @@ def tiny_config(shapesworld_dir: str):
 def shapesworld_cache(tmp_path_factory) -> str:
   """A ShapesWorld cache directory holding the tiny config's dataset (built once)."""
   from svilm import data_setup
+
   cache = str(tmp_path_factory.mktemp("shapesworld_cache"))
   data_setup.prepare(tiny_config(cache))
   return cache
@@ -45,10 +57,12 @@ def prepare_and_setup(config, devices=None, process_count=1):
   from data_pipelines import tokenizer as tokenizer_lib
   from svilm import data_setup
   from svilm.trainers import trainer
+
   sources = data_setup.prepare(config)
   tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
-  ctx = trainer.setup(config, vocab_size=tokenizer.vocab_size, devices=devices,
-                      process_count=process_count)
+  ctx = trainer.setup(
+    config, vocab_size=tokenizer.vocab_size, devices=devices, process_count=process_count
+  )
   return ctx, sources, tokenizer
 
 

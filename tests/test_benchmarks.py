@@ -11,38 +11,81 @@ from tests.conftest import REPO_ROOT
 
 def test_input_pipeline_benchmark_reports_every_figure():
   result = subprocess.run(
-      [sys.executable, "benchmarks/input_pipeline.py", "--resolutions=32", "--num_frames=4",
-       "--batches=2", "--batch_size=2", "--clips=8"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "benchmarks/input_pipeline.py",
+      "--resolutions=32",
+      "--num_frames=4",
+      "--batches=2",
+      "--batch_size=2",
+      "--clips=8",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(result.stdout.strip().splitlines()[-1])
-  for key in ("pipeline_frames_per_sec_per_core@32", "pipeline_frames_per_sec_all_cores@32",
-              "default_step_frames_per_sec_cpu", "paper_h100_frames_per_sec_at_40pct_mfu"):
+  for key in (
+    "pipeline_frames_per_sec_per_core@32",
+    "pipeline_frames_per_sec_all_cores@32",
+    "default_step_frames_per_sec_cpu",
+    "paper_h100_frames_per_sec_at_40pct_mfu",
+  ):
     assert figures[key] > 0, key
-  assert 2e12 < figures["paper_flops_per_clip"] < 4e12   # ViT-B, 3136 tokens + BERT-base
+  assert 2e12 < figures["paper_flops_per_clip"] < 4e12  # ViT-B, 3136 tokens + BERT-base
 
 
 def test_train_step_benchmark_reports_mfu():
   result = subprocess.run(
-      [sys.executable, "benchmarks/train_step.py", "--config=configs/pretrain.py:tiny",
-       "--steps=2", "--repeats=2", "--warmup=1"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "benchmarks/train_step.py",
+      "--config=configs/pretrain.py:tiny",
+      "--steps=2",
+      "--repeats=2",
+      "--warmup=1",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   figures = json.loads(result.stdout.strip().splitlines()[-1])
-  for key in ("step_time_ms", "flops_per_step", "peak_flops", "mfu", "examples_per_sec",
-              "peak_memory_bytes"):
+  for key in (
+    "step_time_ms",
+    "flops_per_step",
+    "peak_flops",
+    "mfu",
+    "examples_per_sec",
+    "peak_memory_bytes",
+  ):
     assert figures[key] > 0, key
   assert figures["step_time_min_ms"] <= figures["step_time_ms"] <= figures["step_time_max_ms"]
   assert figures["mfu"] == pytest.approx(
-      figures["flops_per_step"] / (figures["step_time_ms"] / 1e3) / figures["peak_flops"])
-  assert figures["mfu"] < 1.5      # a bound on nonsense, not a speed assertion
+    figures["flops_per_step"] / (figures["step_time_ms"] / 1e3) / figures["peak_flops"]
+  )
+  assert figures["mfu"] < 1.5  # a bound on nonsense, not a speed assertion
 
 
 def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_options():
-  command = [sys.executable, "benchmarks/compiler_options.py", "--config=configs/pretrain.py:tiny",
-             "--steps=1", "--repeats=2", "--warmup=1"]
-  result = subprocess.run(command + ['--variant=fast={"xla_cpu_enable_fast_math": true}'],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  command = [
+    sys.executable,
+    "benchmarks/compiler_options.py",
+    "--config=configs/pretrain.py:tiny",
+    "--steps=1",
+    "--repeats=2",
+    "--warmup=1",
+  ]
+  result = subprocess.run(
+    command + ['--variant=fast={"xla_cpu_enable_fast_math": true}'],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   variants = json.loads(result.stdout.strip().splitlines()[-1])["variants"]
   assert [v["name"] for v in variants] == ["baseline", "fast", "baseline (again)"]
@@ -51,15 +94,20 @@ def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_opt
   for v in variants:
     assert 0 < v["min_ms"] <= v["step_ms"] <= v["max_ms"]
     assert v["ratio"] == pytest.approx(v["step_ms"] / variants[0]["step_ms"])
-  bad = subprocess.run(command + ['--variant=typo={"xla_cpu_no_such_option": 1}'],
-                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  bad = subprocess.run(
+    command + ['--variant=typo={"xla_cpu_no_such_option": 1}'],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert bad.returncode != 0 and "xla_cpu_no_such_option" in bad.stderr
 
 
 def test_compiler_options_variant_parsing():
   from benchmarks import compiler_options
+
   assert compiler_options.parse_variant('a={"x": 1}') == ("a", {"x": 1})
-  for text, message in (('{"x": 1}', "NAME=JSON"), ("a=[1]", "JSON object"),
-                        ("a={x}", "not JSON")):
+  for text, message in (('{"x": 1}', "NAME=JSON"), ("a=[1]", "JSON object"), ("a={x}", "not JSON")):
     with pytest.raises(ValueError, match=message):
       compiler_options.parse_variant(text)

@@ -39,8 +39,7 @@ def test_fsdp_shards_the_state_not_the_activations_and_flops_ignore_scan_and_rem
   # ... while each device still holds only its 4 clips' activations. Without the batch pin on
   # the token stream (svilm/models/layers.py TOKEN_AXES) XLA gathered the batch: 2.7x here, 8x
   # at paper scale.
-  assert fsdp["temporaries"] < 1.5 * dp["temporaries"], (fsdp["temporaries"],
-                                                         dp["temporaries"])
+  assert fsdp["temporaries"] < 1.5 * dp["temporaries"], (fsdp["temporaries"], dp["temporaries"])
   # XLA counts a scanned loop body once; model FLOPs come from the unrolled step.
   assert fsdp["flops_per_step"] == dp["flops_per_step"] == plain["flops_per_step"]
 
@@ -57,10 +56,20 @@ def test_without_a_vocabulary_it_says_what_to_pass():
 def test_paper_config_compiles_on_the_cpu_without_data():
   # The shard and tokenizer paths do not exist: --compile_only never reads them.
   result = subprocess.run(
-      [sys.executable, "-m", "svilm.main",
-       "--config=configs/pretrain_paper.py:data=/nonexistent,tokenizer=/nonexistent.model",
-       "--compile_only", "--config.model.text.vocab_size=30522", "--config.batch_size=8"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    [
+      sys.executable,
+      "-m",
+      "svilm.main",
+      "--config=configs/pretrain_paper.py:data=/nonexistent,tokenizer=/nonexistent.model",
+      "--compile_only",
+      "--config.model.text.vocab_size=30522",
+      "--config.batch_size=8",
+    ],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert result.returncode == 0, result.stderr[-3000:]
   assert "per device peak (XLA estimate):" in result.stdout
-  assert "219.0M parameters" in result.stdout          # ViT-B video + BERT-base text towers
+  assert "219.0M parameters" in result.stdout  # ViT-B video + BERT-base text towers

@@ -12,23 +12,30 @@ from tests.conftest import REPO_ROOT
 
 
 def _finalize(config, num_devices=8, vocab_size=100):
-  return configuration.finalize(config, num_devices=num_devices, process_count=1,
-                                vocab_size=vocab_size)
+  return configuration.finalize(
+    config, num_devices=num_devices, process_count=1, vocab_size=vocab_size
+  )
 
 
 def test_derived_values_are_filled_in_one_place():
   config = _finalize(pretrain.get_config())
   assert config.model.text.vocab_size == 100
   assert config.model.text.max_len == max(config.data.max_text_len, config.data.max_noun_len)
-  assert config.cut_and_paste.max_span == config.data.num_frames // 2 - 1   # N_t - 1
+  assert config.cut_and_paste.max_span == config.data.num_frames // 2 - 1  # N_t - 1
   with pytest.raises(AttributeError):
-    config.model.text.new_key = 1      # finalized configs stay locked
+    config.model.text.new_key = 1  # finalized configs stay locked
 
 
-@pytest.mark.parametrize("key, value, message", [
+@pytest.mark.parametrize(
+  "key, value, message",
+  [
     ("batch_size", 12, "batch_size=12 is not divisible by the 8 batch shards"),
-    ("optim.grad_accum_steps", 3, "batch_size=32 is not divisible by "
-     "optim.grad_accum_steps=3 micro-batches x the 8 batch shards"),
+    (
+      "optim.grad_accum_steps",
+      3,
+      "batch_size=32 is not divisible by "
+      "optim.grad_accum_steps=3 micro-batches x the 8 batch shards",
+    ),
     ("model.dtype", "float16", "model.dtype='float16'"),
     ("model.remat", "some", "model.remat='some'"),
     ("data.host_split", "hosts", "data.host_split"),
@@ -39,7 +46,8 @@ def test_derived_values_are_filled_in_one_place():
     ("data.resolution", 72, "data.resolution=72"),
     ("loss.temporal_kind", "l1", "loss.temporal_kind"),
     ("data.noun_prompt", "a video", "data.noun_prompt"),
-])
+  ],
+)
 def test_impossible_settings_fail_naming_the_key(key, value, message):
   config = pretrain.get_config()
   *parents, leaf = key.split(".")
@@ -47,8 +55,9 @@ def test_impossible_settings_fail_naming_the_key(key, value, message):
   for parent in parents:
     node = node[parent]
   node[leaf] = value
-  with pytest.raises(configuration.ConfigError, match=message.replace("(", r"\(")
-                     .replace(")", r"\)")):
+  with pytest.raises(
+    configuration.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")
+  ):
     _finalize(config)
 
 
@@ -72,13 +81,17 @@ def test_paper_config_needs_data_and_tokenizer():
 
 
 def _main(*args):
-  return subprocess.run([sys.executable, "-m", "svilm.main", *args], cwd=REPO_ROOT,
-                        capture_output=True, text=True, timeout=120)
+  return subprocess.run(
+    [sys.executable, "-m", "svilm.main", *args],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
 
 
 def test_main_rejects_a_misspelt_key_by_name(tmp_path):
-  result = _main("--config=configs/pretrain.py", f"--workdir={tmp_path}",
-                 "--config.totl_steps=1")
+  result = _main("--config=configs/pretrain.py", f"--workdir={tmp_path}", "--config.totl_steps=1")
   assert result.returncode != 0
   assert "totl_steps" in result.stderr and "Unknown config key" in result.stderr
   assert not (tmp_path / "checkpoints").exists()
@@ -93,15 +106,17 @@ def test_main_paper_config_without_data_says_what_to_pass(tmp_path):
 def test_an_unknown_task_fails_naming_the_registered_ones():
   config = pretrain.get_config()
   config.task = "pretrian"
-  with pytest.raises(configuration.ConfigError, match="config.task='pretrian'.*pretrain, "
-                     "retrieval"):
+  with pytest.raises(
+    configuration.ConfigError, match="config.task='pretrian'.*pretrain, retrieval"
+  ):
     _finalize(config)
 
 
 def test_task_checks_belong_to_the_task():
   from configs import retrieval
+
   config = retrieval.get_config()
-  assert "cut_and_paste" not in config and "loss" not in config   # pretraining's own keys
+  assert "cut_and_paste" not in config and "loss" not in config  # pretraining's own keys
   _finalize(config)
   config = retrieval.get_config("msrvtt")
   with pytest.raises(configuration.ConfigError, match="--config.data.path=SHARD_DIR"):
@@ -115,10 +130,13 @@ def test_task_checks_belong_to_the_task():
 def test_a_malformed_init_from_map_names_the_format():
   from svilm import tasks
   from svilm.trainers import trainer
+
   config = pretrain.get_config()
   config.init_from_map = "video_encoder"
   with pytest.raises(configuration.ConfigError, match="checkpoint_subtree:model_subtree"):
     trainer.init_from_map(config, tasks.get("pretrain"))
   config.init_from_map = "video_encoder:video_encoder, text_encoder:text_encoder"
   assert trainer.init_from_map(config, tasks.get("pretrain")) == {
-      "video_encoder": "video_encoder", "text_encoder": "text_encoder"}
+    "video_encoder": "video_encoder",
+    "text_encoder": "text_encoder",
+  }

@@ -17,9 +17,10 @@ import tempfile
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from benchmarks import cost_growth
 from configs import pretrain as pretrain_config
@@ -31,16 +32,15 @@ from tests.conftest import REPO_ROOT
 VOCAB = 512
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 RUNS = {
-    "frames": ["--sweeps=frames", "--frames=4,8"],
-    "mesh": ["--sweeps=mesh", "--meshes=8x1x1"],
+  "frames": ["--sweeps=frames", "--frames=4,8"],
+  "mesh": ["--sweeps=mesh", "--meshes=8x1x1"],
 }
 
 
 @pytest.fixture(scope="module", autouse=True)
 def end_to_end_runs():
   """Starts both end-to-end runs (one device each; the mesh run spawns its 8-device worker)."""
-  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "",
-               os.environ.get("XLA_FLAGS", ""))
+  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
   env = {**os.environ, "XLA_FLAGS": f"{xla} {FAST_COMPILE}".strip()}
   common = ["--config=configs/pretrain.py:tiny", "--steps=1", "--warmup=0", "--repeats=1"]
   procs = {}
@@ -48,11 +48,21 @@ def end_to_end_runs():
     # Files, not pipes: nobody reads the output until the run ends, and a full pipe would
     # block it.
     out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-    procs[name] = (subprocess.Popen(
-        [sys.executable, "benchmarks/cost_growth.py", *common, *args], cwd=REPO_ROOT,
-        env=env, stdout=out, stderr=err, text=True, start_new_session=True), out, err)
+    procs[name] = (
+      subprocess.Popen(
+        [sys.executable, "benchmarks/cost_growth.py", *common, *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=out,
+        stderr=err,
+        text=True,
+        start_new_session=True,
+      ),
+      out,
+      err,
+    )
   yield procs
-  for proc, out, err in procs.values():   # a failed or interrupted test: stop run and worker
+  for proc, out, err in procs.values():  # a failed or interrupted test: stop run and worker
     if proc.poll() is None:
       os.killpg(proc.pid, signal.SIGKILL)
       proc.wait()
@@ -79,11 +89,11 @@ def _tiny(**overrides):
 def test_collective_bytes_of_a_known_program():
   mesh = jax.make_mesh((8,), ("x",))
 
-  def per_device(x):                                      # x: this device's [1, 4] float32
-    reduced = jax.lax.psum(x, "x")                           # all-reduce       [1, 4] = 16 B
-    gathered = jax.lax.all_gather(x, "x", tiled=True)        # all-gather       [8, 4] = 128 B
-    scattered = jax.lax.psum_scatter(gathered, "x", tiled=True)   # reduce-scatter [1, 4] = 16 B
-    shifted = jax.lax.ppermute(x, "x", [(i, (i + 1) % 8) for i in range(8)])   # [1, 4] = 16 B
+  def per_device(x):  # x: this device's [1, 4] float32
+    reduced = jax.lax.psum(x, "x")  # all-reduce       [1, 4] = 16 B
+    gathered = jax.lax.all_gather(x, "x", tiled=True)  # all-gather       [8, 4] = 128 B
+    scattered = jax.lax.psum_scatter(gathered, "x", tiled=True)  # reduce-scatter [1, 4] = 16 B
+    shifted = jax.lax.ppermute(x, "x", [(i, (i + 1) % 8) for i in range(8)])  # [1, 4] = 16 B
     swapped = jax.lax.all_to_all(gathered, "x", 0, 0, tiled=True)  # all-to-all [8, 4] = 128 B
     return reduced + scattered + shifted + swapped[:1]
 
@@ -91,8 +101,12 @@ def test_collective_bytes_of_a_known_program():
   x = jax.device_put(jnp.ones((8, 4)), NamedSharding(mesh, P("x")))
   found = cost_growth.collective_bytes(step.lower(x).compile().as_text())
   assert {k: v["bytes"] for k, v in found.items()} == {
-      "all-gather": 128, "reduce-scatter": 16, "all-reduce": 16, "all-to-all": 128,
-      "collective-permute": 16}
+    "all-gather": 128,
+    "reduce-scatter": 16,
+    "all-reduce": 16,
+    "all-to-all": 128,
+    "collective-permute": 16,
+  }
   assert all(v["ops"] == 1 for v in found.values())
 
 
@@ -105,24 +119,25 @@ def test_collective_bytes_async_pairs_and_tuples():
   %not_one = f32[8,4]{1,0} add(f32[8,4]{1,0} %agd, f32[8,4]{1,0} %agd)
   """
   found = cost_growth.collective_bytes(hlo)
-  assert found["all-gather"] == {"ops": 1, "bytes": 8 * 4 * 4}          # the -done only
+  assert found["all-gather"] == {"ops": 1, "bytes": 8 * 4 * 4}  # the -done only
   assert found["all-reduce"] == {"ops": 2, "bytes": 2 * 4 + 12 * 2 + 4}  # tuple, then pred
   assert found["reduce-scatter"] == {"ops": 0, "bytes": 0}
 
 
 def test_analytic_flops_by_hand():
-  config = _tiny()   # B 8, 8 frames of 64 px in (2, 16, 16) tubelets: N = 4 * 4 * 4 = 64
+  config = _tiny()  # B 8, 8 frames of 64 px in (2, 16, 16) tubelets: N = 4 * 4 * 4 = 64
   assert cost_growth.video_tokens(config) == 64
   assert cost_growth.analytic_flops(config) == {
-      "video_attention": 12 * 2 * 8 * 64**2 * 128,        # L 2, D 128
-      "grouping": 12 * 2 * 8 * 64 * 8 * 128,              # G 2, M 8
-      "batch_similarity": 6 * 8**2 * 256 * (1 + 2 * 8)}   # E 256, K 2
+    "video_attention": 12 * 2 * 8 * 64**2 * 128,  # L 2, D 128
+    "grouping": 12 * 2 * 8 * 64 * 8 * 128,  # G 2, M 8
+    "batch_similarity": 6 * 8**2 * 256 * (1 + 2 * 8),
+  }  # E 256, K 2
 
 
 def test_quadratic_formulas_match_xla_and_flops_grow():
   """XLA's second difference isolates each x^2 term: f(x-h) - 2 f(x) + f(x+h) = 2 c h^2."""
   flops = lambda **kw: compile_check.model_flops_per_step(_tiny(**kw))
-  by_frames = [flops(**{"data.num_frames": f}) for f in (8, 12, 16)]      # N = 64, 96, 128
+  by_frames = [flops(**{"data.num_frames": f}) for f in (8, 12, 16)]  # N = 64, 96, 128
   by_batch = [flops(batch_size=b) for b in (8, 12, 16)]
   assert by_frames[0] < by_frames[1] < by_frames[2]
   assert by_batch[0] < by_batch[1] < by_batch[2]
@@ -139,15 +154,26 @@ def test_quadratic_formulas_match_xla_and_flops_grow():
 
 
 def _point(x, time, flops, memory, attention):
-  return {"x": x, "step_time_ms": time, "flops_per_step": flops, "peak_memory_bytes": memory,
-          "flops_parts": {"video_attention": attention, "grouping": x, "batch_similarity": 1.0,
-                          "rest": flops - attention - x - 1.0}}
+  return {
+    "x": x,
+    "step_time_ms": time,
+    "flops_per_step": flops,
+    "peak_memory_bytes": memory,
+    "flops_parts": {
+      "video_attention": attention,
+      "grouping": x,
+      "batch_similarity": 1.0,
+      "rest": flops - attention - x - 1.0,
+    },
+  }
 
 
 def test_growth_exponents_and_quadratic_fit():
   # x 2 -> 8: time 10 -> 80 is x^1.5, FLOPs 1 + x + 3 x^2 (15 -> 201), memory 50 -> 100 x^0.5.
-  points = [_point(x, 10 * (x / 2) ** 1.5, 1 + x + 3 * x * x, 50 * (x / 2) ** 0.5, 3 * x * x)
-            for x in (2, 4, 8)]
+  points = [
+    _point(x, 10 * (x / 2) ** 1.5, 1 + x + 3 * x * x, 50 * (x / 2) ** 0.5, 3 * x * x)
+    for x in (2, 4, 8)
+  ]
   g = cost_growth.growth(points, "x", 1.15)
   assert g["time_exponent"] == pytest.approx(1.5)
   assert g["flops_exponent"] == pytest.approx(np.log(201 / 15) / np.log(4))
@@ -177,7 +203,7 @@ def test_frames_sweep_end_to_end(end_to_end_runs):
     assert growth[key] is not None
   assert growth["part_exponents"]["video_attention"] == pytest.approx(2.0)
   assert growth["part_exponents"]["grouping"] == pytest.approx(1.0)
-  assert 0 < growth["flops_exponent"] < 1   # fixed costs (text tower, AdamW) dilute it
+  assert 0 < growth["flops_exponent"] < 1  # fixed costs (text tower, AdamW) dilute it
 
 
 def test_mesh_sweep_end_to_end(end_to_end_runs):

@@ -16,33 +16,50 @@ def _setup(config, devices):
   return ctx
 
 
-@pytest.mark.parametrize("source", [dict(data=4, fsdp=2), dict(data=4, model=2)],
-                         ids=["data4_fsdp2", "data4_model2"])
+@pytest.mark.parametrize(
+  "source", [dict(data=4, fsdp=2), dict(data=4, model=2)], ids=["data4_fsdp2", "data4_model2"]
+)
 def test_checkpoint_from_a_4x2_mesh_restores_onto_8x1_and_one_device(tiny, tmp_path, source):
   tiny.mesh.update(source)
   ctx = _setup(tiny, jax.devices())
   config = ctx.config
   state = ctx.init_state()
-  batch = jax.tree.map(lambda x: np.random.default_rng(0).uniform(size=x.shape).astype(x.dtype)
-                       if x.dtype == np.float32 else np.ones(x.shape, x.dtype), ctx.batch_spec())
-  state, _ = ctx.jit_train_step()(state, sharding.to_global(batch, ctx.mesh))   # Adam moments are non-zero now
-  sharded_leaves = [x for x in jax.tree.leaves(state) if len(x.sharding.device_set) == 8 and
-                    not x.sharding.is_fully_replicated]
+  batch = jax.tree.map(
+    lambda x: (
+      np.random.default_rng(0).uniform(size=x.shape).astype(x.dtype)
+      if x.dtype == np.float32
+      else np.ones(x.shape, x.dtype)
+    ),
+    ctx.batch_spec(),
+  )
+  state, _ = ctx.jit_train_step()(
+    state, sharding.to_global(batch, ctx.mesh)
+  )  # Adam moments are non-zero now
+  sharded_leaves = [
+    x
+    for x in jax.tree.leaves(state)
+    if len(x.sharding.device_set) == 8 and not x.sharding.is_fully_replicated
+  ]
   assert sharded_leaves, "the source state should really be sharded"
   manager = checkpointing.make_manager(str(tmp_path), keep=1)
   checkpointing.save(manager, 1, state, data_setup.stream_meta(config, 1, 1))
   manager.wait_until_finished()
   saved = jax.device_get(state)
 
-  for target, devices in ((dict(data=8, fsdp=1, model=1), jax.devices()),
-                          (dict(data=1, fsdp=1, model=1), jax.devices()[:1])):
+  for target, devices in (
+    (dict(data=8, fsdp=1, model=1), jax.devices()),
+    (dict(data=1, fsdp=1, model=1), jax.devices()[:1]),
+  ):
     tiny.mesh.update(target)
     target = _setup(tiny, devices)
     target_shardings = target.state_shardings
     restored, meta = checkpointing.restore(manager, 1, target.abstract_state, target_shardings)
     assert meta["step"] == 1 and meta["examples"] == config.batch_size
-    for (path, a), b, want in zip(jax.tree_util.tree_leaves_with_path(restored),
-                                  jax.tree.leaves(saved), jax.tree.leaves(target_shardings)):
+    for (path, a), b, want in zip(
+      jax.tree_util.tree_leaves_with_path(restored),
+      jax.tree.leaves(saved),
+      jax.tree.leaves(target_shardings),
+    ):
       assert a.sharding == want, jax.tree_util.keystr(path)
       np.testing.assert_array_equal(np.asarray(a), b, err_msg=jax.tree_util.keystr(path))
   manager.close()

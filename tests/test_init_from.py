@@ -5,10 +5,10 @@ length 24) and loaded into retrieval models of another frame count, resolution a
 length; the position-table arithmetic itself is tested in tests/test_param_mapping.py.
 """
 
+from flax import traverse_util
 import jax
 import numpy as np
 import pytest
-from flax import traverse_util
 
 from svilm import checkpointing
 from svilm import configuration
@@ -42,23 +42,28 @@ def _retrieval(shapesworld_cache, **data):
   return config
 
 
-def test_init_from_another_frame_count_resolution_and_text_length(shapesworld_cache,
-                                                                   pretrained):
+def test_init_from_another_frame_count_resolution_and_text_length(shapesworld_cache, pretrained):
   workdir, source = pretrained
   # 4 frames at 32 px: a (2, 2, 2) tubelet grid instead of (4, 4, 4); 30 text positions.
   config = _retrieval(shapesworld_cache, num_frames=4, resolution=32, max_text_len=30)
   ctx, _, _ = prepare_and_setup(config, jax.devices()[:1])
   fresh = param_mapping.flatten(jax.device_get(ctx.init_state().params))
-  state = trainer.init_from_checkpoint(ctx, f"{workdir}/checkpoints")   # newest step
+  state = trainer.init_from_checkpoint(ctx, f"{workdir}/checkpoints")  # newest step
   assert int(state.step) == 0
   loaded, src = param_mapping.flatten(jax.device_get(state.params)), param_mapping.flatten(source)
-  for path in ("video_encoder/block_1/mlp/fc1/kernel", "text_encoder/layer_0/intermediate/kernel",
-               "video_encoder/group_tokens", "video_proj/kernel", "log_logit_scale"):
+  for path in (
+    "video_encoder/block_1/mlp/fc1/kernel",
+    "text_encoder/layer_0/intermediate/kernel",
+    "video_encoder/group_tokens",
+    "video_proj/kernel",
+    "log_logit_scale",
+  ):
     np.testing.assert_array_equal(loaded[path], src[path], err_msg=path)
   table = "video_encoder/pos_embedding/joint"
   assert src[table].shape[0] == 64 and loaded[table].shape[0] == 8
-  np.testing.assert_allclose(loaded[table], _reference_joint(src[table], (4, 4, 4), (2, 2, 2)),
-                             rtol=0, atol=1e-6)
+  np.testing.assert_allclose(
+    loaded[table], _reference_joint(src[table], (4, 4, 4), (2, 2, 2)), rtol=0, atol=1e-6
+  )
   text = "text_encoder/position_embeddings"
   np.testing.assert_array_equal(loaded[text][:24], src[text])
   np.testing.assert_array_equal(loaded[text][24:], fresh[text][24:])
@@ -88,18 +93,19 @@ def test_a_workdir_checkpoint_wins_over_init_from(shapesworld_cache, pretrained,
   config = _retrieval(shapesworld_cache)
   config.init_from = workdir
   ctx, _, _ = prepare_and_setup(config, jax.devices()[:1])
-  own = ctx.init_state()            # seed 0: different weights from the pretrained seed 3
+  own = ctx.init_state()  # seed 0: different weights from the pretrained seed 3
   manager = checkpointing.make_manager(str(tmp_path), keep=1)
-  checkpointing.save(manager, 2, own.replace(step=own.step + 2),
-                     data_setup.stream_meta(ctx.config, 2, 1))
+  checkpointing.save(
+    manager, 2, own.replace(step=own.step + 2), data_setup.stream_meta(ctx.config, 2, 1)
+  )
   manager.wait_until_finished()
   state, _, last = trainer.restore_or_init(ctx, manager)
   manager.close()
   assert last == 2
-  np.testing.assert_array_equal(state.params["video_proj"]["kernel"],
-                                own.params["video_proj"]["kernel"])
-  assert not np.array_equal(state.params["video_proj"]["kernel"],
-                            source["video_proj"]["kernel"])
+  np.testing.assert_array_equal(
+    state.params["video_proj"]["kernel"], own.params["video_proj"]["kernel"]
+  )
+  assert not np.array_equal(state.params["video_proj"]["kernel"], source["video_proj"]["kernel"])
 
 
 def test_frozen_parameters_get_no_state_no_update(shapesworld_cache):
@@ -109,14 +115,20 @@ def test_frozen_parameters_get_no_state_no_update(shapesworld_cache):
   state = ctx.init_state()
   before = param_mapping.flatten(jax.device_get(state.params))
   # Adam's moments exist for the trainable parameters only.
-  moment_paths = {"/".join(str(getattr(k, "key", k)) for k in path)
-                  for path, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)}
+  moment_paths = {
+    "/".join(str(getattr(k, "key", k)) for k in path)
+    for path, _ in jax.tree_util.tree_leaves_with_path(state.opt_state)
+  }
   assert not any("video_encoder" in p or "text_encoder/layer_0" in p for p in moment_paths)
   assert any("video_proj" in p for p in moment_paths)
   assert any("text_encoder/word_embeddings" in p for p in moment_paths)
   batch = ctx.task.dummy_batch(ctx.config, ctx.config.batch_size)
-  batch = {k: np.random.default_rng(0).uniform(size=v.shape).astype(v.dtype)
-           if v.dtype == np.float32 else np.ones(v.shape, v.dtype) for k, v in batch.items()}
+  batch = {
+    k: np.random.default_rng(0).uniform(size=v.shape).astype(v.dtype)
+    if v.dtype == np.float32
+    else np.ones(v.shape, v.dtype)
+    for k, v in batch.items()
+  }
   step = ctx.jit_train_step()
   for _ in range(3):
     state, metrics = step(state, batch)
@@ -137,8 +149,12 @@ def test_a_freeze_pattern_that_matches_nothing_is_an_error(shapesworld_cache):
 
 def test_frozen_paths_match_prefixes_and_regexes():
   from svilm.trainers import train_step
+
   params = traverse_util.unflatten_dict({("a", "b", "w"): 1, ("a", "c", "w"): 2, ("d",): 3})
   assert train_step.frozen_paths(params, ["a"]) == {("a", "b", "w"), ("a", "c", "w")}
   assert train_step.frozen_paths(params, ["a/c"]) == {("a", "c", "w")}
   assert train_step.frozen_paths(params, ["a/.*/w", "d"]) == {
-      ("a", "b", "w"), ("a", "c", "w"), ("d",)}
+    ("a", "b", "w"),
+    ("a", "c", "w"),
+    ("d",),
+  }

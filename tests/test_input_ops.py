@@ -20,18 +20,24 @@ from data_pipelines import video_ops
 
 H, W, N = 48, 64, 20
 # Object boxes (ymin, xmin, ymax, xmax), normalised, and the pixels their masks fill.
-BOXES = [(0.25, 0.25, 0.5, 0.5),      # rows 12..23, columns 16..31
-         (0.0, 0.0, 1.0, 0.1),        # columns 0..5: left of the centre window
-         (0.75, 0.75, 1.0, 1.0)]      # rows 36..47, columns 48..63
-MASK_PIXELS = [(slice(12, 24), slice(16, 32)), (slice(0, 48), slice(0, 6)),
-               (slice(36, 48), slice(48, 64))]
+BOXES = [
+  (0.25, 0.25, 0.5, 0.5),  # rows 12..23, columns 16..31
+  (0.0, 0.0, 1.0, 0.1),  # columns 0..5: left of the centre window
+  (0.75, 0.75, 1.0, 1.0),
+]  # rows 36..47, columns 48..63
+MASK_PIXELS = [
+  (slice(12, 24), slice(16, 32)),
+  (slice(0, 48), slice(0, 6)),
+  (slice(36, 48), slice(48, 64)),
+]
 EVAL_FRAMES = [7, 9, 11, 13]
 
 
 @functools.lru_cache(maxsize=None)
 def _frames_and_mask() -> tuple[list[bytes], bytes]:
-  frames = [tf.io.encode_jpeg(np.full((H, W, 3), 10 * i, np.uint8), quality=100).numpy()
-            for i in range(N)]
+  frames = [
+    tf.io.encode_jpeg(np.full((H, W, 3), 10 * i, np.uint8), quality=100).numpy() for i in range(N)
+  ]
   index_map = np.zeros((H, W, 1), np.uint8)
   for o, (rows, cols) in enumerate(MASK_PIXELS):
     index_map[rows, cols] = o + 1
@@ -41,18 +47,30 @@ def _frames_and_mask() -> tuple[list[bytes], bytes]:
 def _record(**overrides) -> schema.VideoRecord:
   frames, mask = _frames_and_mask()
   visible = np.ones((N, 3), np.int64)
-  visible[::3, 0] = 0                                   # object 0 hides in frames 0, 3, 6, 9, ...
+  visible[::3, 0] = 0  # object 0 hides in frames 0, 3, 6, 9, ...
   fields = dict(
-      video_id="v0", frames=frames, caption="a red circle", height=H, width=W, fps=8.0,
-      captions=["a red circle", "a blue square", "a green star"],
-      nouns=["red circle", "blue square", "green star"], noun_object=[0, 2, -1],
-      object_names=["red circle", "blue bar", "blue square"], action_labels=[3, 1],
-      segment_start=[1, 8, 15], segment_end=[9, 12, 16], segment_caption=["a", "b", "c"],
-      segment_action=[0, 1, -1], segment_object=[0, 1, -1],
-      qa_question=["how many objects?", "what colour is the square?"],
-      qa_answer=["three", "purple"],
-      boxes=np.tile(np.asarray(BOXES, np.float32), (N, 1, 1)), visible=visible,
-      masks=[mask] * N)
+    video_id="v0",
+    frames=frames,
+    caption="a red circle",
+    height=H,
+    width=W,
+    fps=8.0,
+    captions=["a red circle", "a blue square", "a green star"],
+    nouns=["red circle", "blue square", "green star"],
+    noun_object=[0, 2, -1],
+    object_names=["red circle", "blue bar", "blue square"],
+    action_labels=[3, 1],
+    segment_start=[1, 8, 15],
+    segment_end=[9, 12, 16],
+    segment_caption=["a", "b", "c"],
+    segment_action=[0, 1, -1],
+    segment_object=[0, 1, -1],
+    qa_question=["how many objects?", "what colour is the square?"],
+    qa_answer=["three", "purple"],
+    boxes=np.tile(np.asarray(BOXES, np.float32), (N, 1, 1)),
+    visible=visible,
+    masks=[mask] * N,
+  )
   fields.update(overrides)
   return schema.VideoRecord(**fields)
 
@@ -63,8 +81,10 @@ def _serialized(**overrides) -> bytes:
 
 def _features(index=0, **overrides) -> dict:
   """The dict the example ops start from: the parsed record plus its stream index."""
-  return {**schema.parse_sequence_example(tf.constant(_serialized(**overrides))),
-          "index": tf.constant(index, tf.int64)}
+  return {
+    **schema.parse_sequence_example(tf.constant(_serialized(**overrides))),
+    "index": tf.constant(index, tf.int64),
+  }
 
 
 def _chain(op_list, features):
@@ -76,8 +96,7 @@ def _chain(op_list, features):
 def _eager_and_mapped(op_list, features):
   """The ops applied eagerly and inside tf.data.Dataset.map; asserts they agree exactly."""
   eager = _chain(op_list, features)
-  mapped = next(iter(tf.data.Dataset.from_tensors(features).map(
-      lambda f: _chain(op_list, f))))
+  mapped = next(iter(tf.data.Dataset.from_tensors(features).map(lambda f: _chain(op_list, f))))
   assert set(eager) == set(mapped)
   for key in eager:
     np.testing.assert_array_equal(mapped[key].numpy(), eager[key].numpy(), err_msg=key)
@@ -88,7 +107,8 @@ def _per_index(op_list, features, indices):
   """`_eager_and_mapped` of `features` with each stream index of `indices` (one map)."""
   eager = [_chain(op_list, {**features, "index": tf.constant(i, tf.int64)}) for i in indices]
   mapped = tf.data.Dataset.from_tensor_slices(tf.constant(indices, tf.int64)).map(
-      lambda i: _chain(op_list, {**features, "index": i}))
+    lambda i: _chain(op_list, {**features, "index": i})
+  )
   for e, m in zip(eager, mapped, strict=True):
     assert set(e) == set(m)
     for key in e:
@@ -97,8 +117,7 @@ def _per_index(op_list, features, indices):
 
 
 def _clip(train=False, seed=0, **crop):
-  return [ops.Frames(4, 2, train=train, seed=seed),
-          ops.Crop(24, train=train, seed=seed, **crop)]
+  return [ops.Frames(4, 2, train=train, seed=seed), ops.Crop(24, train=train, seed=seed, **crop)]
 
 
 def test_frames_samples_centred_in_eval_and_seeded_in_training():
@@ -123,12 +142,14 @@ def test_crop_centre_square_and_seeded_random_window():
   assert out["_window"].tolist() == [0, 8, 48, 48]
   assert out["_frame_size"].tolist() == [H, W]
   assert out["video"].shape == (4, 24, 24, 3) and out["video"].dtype == np.float32
-  np.testing.assert_allclose(out["video"][:, 5, 5, 0], np.array(EVAL_FRAMES) * 10 / 255,
-                             atol=2 / 255)
+  np.testing.assert_allclose(
+    out["video"][:, 5, 5, 0], np.array(EVAL_FRAMES) * 10 / 255, atol=2 / 255
+  )
   outs = _per_index(_clip(True, 4, area=(0.3, 0.6)), _features(), range(3))
   for index, out in enumerate(outs):
-    expected = video_ops.random_crop_window(H, W, tf.constant([4 + 1, index], tf.int64),
-                                            (0.3, 0.6), (0.75, 4 / 3)).numpy()
+    expected = video_ops.random_crop_window(
+      H, W, tf.constant([4 + 1, index], tf.int64), (0.3, 0.6), (0.75, 4 / 3)
+    ).numpy()
     np.testing.assert_array_equal(out["_window"], expected)
     y0, x0, h, w = out["_window"]
     assert y0 + h <= H and x0 + w <= W and 0.25 <= h * w / (H * W) <= 0.65
@@ -154,9 +175,11 @@ def test_flip_mirrors_about_half_the_clips_and_is_a_no_op_in_eval():
 def test_normalize():
   out = _eager_and_mapped(_clip() + [ops.Normalize("imagenet")], _features())
   grey = 70 / 255
-  np.testing.assert_allclose(out["video"][0, 3, 3], [(grey - 0.485) / 0.229,
-                                                     (grey - 0.456) / 0.224,
-                                                     (grey - 0.406) / 0.225], atol=0.05)
+  np.testing.assert_allclose(
+    out["video"][0, 3, 3],
+    [(grey - 0.485) / 0.229, (grey - 0.456) / 0.224, (grey - 0.406) / 0.225],
+    atol=0.05,
+  )
   with pytest.raises(ValueError, match="Unknown normalization"):
     ops.Normalize("zscore")
 
@@ -164,8 +187,10 @@ def test_normalize():
 def test_caption_first_in_eval_drawn_from_the_list_in_training():
   out = _eager_and_mapped([ops.Caption(sample=True)], _features())
   assert out["caption"] == b"a red circle"
-  drawn = {out["caption"] for out in _per_index([ops.Caption(sample=True, train=True, seed=1)],
-                                                _features(), range(12))}
+  drawn = {
+    out["caption"]
+    for out in _per_index([ops.Caption(sample=True, train=True, seed=1)], _features(), range(12))
+  }
   assert drawn == {b"a red circle", b"a blue square", b"a green star"}
   single = _eager_and_mapped([ops.Caption(sample=True, train=True)], _features(captions=[]))
   assert single["caption"] == b"a red circle"
@@ -183,25 +208,26 @@ def test_nouns_pad_and_trim():
 def test_noun_boxes_follow_the_crop_and_the_flip():
   out = _eager_and_mapped(_clip() + [ops.NounBoxes(4)], _features())
   # Noun 0 is object 0: rows 12..24 of 48, columns 16..32 -> 8..24 of the 48 wide window.
-  np.testing.assert_allclose(out["noun_boxes"][0], [[0.25, 8 / 48, 0.5, 24 / 48]] * 4,
-                             atol=1e-6)
-  assert out["noun_visible"][0].tolist() == [1, 0, 1, 1]            # hidden in frame 9
+  np.testing.assert_allclose(out["noun_boxes"][0], [[0.25, 8 / 48, 0.5, 24 / 48]] * 4, atol=1e-6)
+  assert out["noun_visible"][0].tolist() == [1, 0, 1, 1]  # hidden in frame 9
   # Noun 1 is object 2: columns 48..64 -> 40..56, clipped to the window's right edge.
-  np.testing.assert_allclose(out["noun_boxes"][1], [[0.75, 40 / 48, 1.0, 1.0]] * 4,
-                             atol=1e-6)
+  np.testing.assert_allclose(out["noun_boxes"][1], [[0.75, 40 / 48, 1.0, 1.0]] * 4, atol=1e-6)
   assert out["noun_visible"][1].tolist() == [1, 1, 1, 1]
   assert not out["noun_boxes"][2:].any() and not out["noun_visible"][2:].any()  # unknown, pad
-  flipped = next(i for i in range(20) if tf.random.stateless_uniform(
-      [], seed=tf.constant([0 + 2, i], tf.int64)) < 0.5)
-  out = _eager_and_mapped(_clip() + [ops.Flip(train=True), ops.NounBoxes(4)],
-                          _features(flipped))
+  flipped = next(
+    i
+    for i in range(20)
+    if tf.random.stateless_uniform([], seed=tf.constant([0 + 2, i], tf.int64)) < 0.5
+  )
+  out = _eager_and_mapped(_clip() + [ops.Flip(train=True), ops.NounBoxes(4)], _features(flipped))
   assert out["_flipped"]
   np.testing.assert_allclose(out["noun_boxes"][0, 0], [0.25, 24 / 48, 0.5, 40 / 48], atol=1e-6)
 
 
 def test_noun_boxes_of_real_video_are_zero():
-  out = _eager_and_mapped(_clip() + [ops.NounBoxes(2)],
-                          _features(boxes=None, visible=None, masks=None))
+  out = _eager_and_mapped(
+    _clip() + [ops.NounBoxes(2)], _features(boxes=None, visible=None, masks=None)
+  )
   assert out["noun_boxes"].shape == (2, 4, 4) and not out["noun_boxes"].any()
   assert not out["noun_visible"].any()
 
@@ -211,8 +237,9 @@ def test_boxes_after_a_random_crop():
   out = _eager_and_mapped(clip + [ops.Boxes(4)], _features(2))
   y0, x0, h, w = out["_window"].astype(np.float64)
   ymin, xmin, ymax, xmax = BOXES[0]
-  expected = np.clip([(ymin * H - y0) / h, (xmin * W - x0) / w, (ymax * H - y0) / h,
-                      (xmax * W - x0) / w], 0, 1)
+  expected = np.clip(
+    [(ymin * H - y0) / h, (xmin * W - x0) / w, (ymax * H - y0) / h, (xmax * W - x0) / w], 0, 1
+  )
   np.testing.assert_allclose(out["object_boxes"][:, 0], [expected] * 4, atol=1e-5)
   assert out["object_boxes"].shape == (4, 4, 4)
   assert out["object_valid"].tolist() == [1, 1, 1, 0]
@@ -231,15 +258,17 @@ def test_masks_are_cropped_resized_nearest_and_flipped():
   # (2i + 1, 8 + 2j + 1). Object 0 fills rows 12..23 and columns 16..31.
   assert masks[0, 6, 4] == 1 and masks[0, 11, 11] == 1
   assert masks[0, 5, 4] == 0 and masks[0, 6, 3] == 0 and masks[0, 12, 11] == 0
-  assert masks[0, 18, 20] == 3                                    # object 2
-  assert set(np.unique(masks).tolist()) == {0, 1, 3}              # object 1 is cropped away
+  assert masks[0, 18, 20] == 3  # object 2
+  assert set(np.unique(masks).tolist()) == {0, 1, 3}  # object 1 is cropped away
   np.testing.assert_array_equal(masks[1:], np.repeat(masks[:1], 3, axis=0))
   capped = _eager_and_mapped(_clip() + [ops.Masks(24, max_objects=2)], _features())
   assert capped["object_masks"][0, 18, 20] == 0 and capped["object_masks"][0, 6, 4] == 1
-  flipped = next(i for i in range(20) if tf.random.stateless_uniform(
-      [], seed=tf.constant([0 + 2, i], tf.int64)) < 0.5)
-  out = _eager_and_mapped(_clip() + [ops.Flip(train=True), ops.Masks(24, 3)],
-                          _features(flipped))
+  flipped = next(
+    i
+    for i in range(20)
+    if tf.random.stateless_uniform([], seed=tf.constant([0 + 2, i], tf.int64)) < 0.5
+  )
+  out = _eager_and_mapped(_clip() + [ops.Flip(train=True), ops.Masks(24, 3)], _features(flipped))
   np.testing.assert_array_equal(out["object_masks"], masks[:, :, ::-1])
   none = _eager_and_mapped(_clip() + [ops.Masks(24, 3)], _features(masks=None))
   assert none["object_masks"].shape == (4, 24, 24) and not none["object_masks"].any()
@@ -254,9 +283,17 @@ def test_segments_in_sampled_frame_units():
   out = _eager_and_mapped([ops.Frames(4, 2), ops.Segments(1)], _features())
   assert out["segments"].tolist() == [[0, 1]] and out["segment_valid"].tolist() == [1]
   # A clip shorter than the span repeats its last frame: [0, 1, 2, 2] for 3 stored frames.
-  short = _features(frames=_record().frames[:3], boxes=None, visible=None, masks=None,
-                    segment_start=[2], segment_end=[3], segment_caption=["a"],
-                    segment_action=[0], segment_object=[0])
+  short = _features(
+    frames=_record().frames[:3],
+    boxes=None,
+    visible=None,
+    masks=None,
+    segment_start=[2],
+    segment_end=[3],
+    segment_caption=["a"],
+    segment_action=[0],
+    segment_object=[0],
+  )
   out = _eager_and_mapped([ops.Frames(4, 1), ops.Segments(2)], short)
   assert out["segments"].tolist() == [[2, 4], [0, 0]]
 
@@ -277,12 +314,14 @@ def test_answer_ids_out_of_vocabulary_and_draws():
   assert out["answer"] == 7
   # "purple" is not in the vocabulary: id -1, and the question still counts.
   drawn = {}
-  for out in _per_index([ops.Answer(vocab, sample=True, train=True, seed=5)], _features(),
-                        range(12)):
+  for out in _per_index(
+    [ops.Answer(vocab, sample=True, train=True, seed=5)], _features(), range(12)
+  ):
     drawn[out["question"]] = (int(out["answer"]), int(out["answer_valid"]))
   assert drawn == {b"how many objects?": (2, 1), b"what colour is the square?": (-1, 1)}
-  out = _eager_and_mapped([ops.Answer(vocab, sample=True, train=True)],
-                          _features(qa_question=[], qa_answer=[]))
+  out = _eager_and_mapped(
+    [ops.Answer(vocab, sample=True, train=True)], _features(qa_question=[], qa_answer=[])
+  )
   assert (out["question"], out["answer"], out["answer_valid"]) == (b"", -1, 0)
   with pytest.raises(ValueError, match="repeats"):
     ops.Answer(["one", "one"])
@@ -312,24 +351,38 @@ def test_apply_example_ops_keeps_only_what_the_ops_ask_for():
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tokenizer") / "t.model")
-  texts = ["a red circle", "a blue square", "a green star", "a video of a red circle",
-           "how many objects?", "what colour is the square?"] * 4
+  texts = [
+    "a red circle",
+    "a blue square",
+    "a green star",
+    "a video of a red circle",
+    "how many objects?",
+    "what colour is the square?",
+  ] * 4
   return tokenizer_lib.Tokenizer(tokenizer_lib.train_tokenizer(texts, path, vocab_size=60))
 
 
 def test_tokenize_batches_with_the_prompt(tokenizer):
-  batch = {"caption": tf.constant(["a red circle", "a green star"]),
-           "nouns": tf.constant([["red circle", ""], ["blue square", "green star"]]),
-           "index": tf.constant([0, 1])}
-  batch_ops = [ops.Tokenize(tokenizer, "caption", 8, name="text"),
-               ops.Tokenize(tokenizer, "nouns", 10, name="noun", prompt="a video of a {}")]
+  batch = {
+    "caption": tf.constant(["a red circle", "a green star"]),
+    "nouns": tf.constant([["red circle", ""], ["blue square", "green star"]]),
+    "index": tf.constant([0, 1]),
+  }
+  batch_ops = [
+    ops.Tokenize(tokenizer, "caption", 8, name="text"),
+    ops.Tokenize(tokenizer, "nouns", 10, name="noun", prompt="a video of a {}"),
+  ]
   out = _eager_and_mapped(batch_ops, batch)
   assert set(out) == {"index", "text_tokens", "text_mask", "noun_tokens", "noun_mask"}
   tokens, mask = tokenizer.encode(["a red circle", "a green star"], 8)
   np.testing.assert_array_equal(out["text_tokens"], tokens)
   np.testing.assert_array_equal(out["text_mask"], mask)
-  prompted = ["a video of a red circle", "a video of a ", "a video of a blue square",
-              "a video of a green star"]
+  prompted = [
+    "a video of a red circle",
+    "a video of a ",
+    "a video of a blue square",
+    "a video of a green star",
+  ]
   tokens, mask = tokenizer.encode(prompted, 10)
   assert out["noun_tokens"].shape == (2, 2, 10) and out["noun_tokens"].dtype == np.int32
   np.testing.assert_array_equal(out["noun_tokens"].reshape(4, 10), tokens)
@@ -341,22 +394,48 @@ def test_make_dataset_from_ops_composes_every_op_and_pads_the_last_batch(tokeniz
   path = str(tmp_path / "val-00000.tfrecord")
   with tf.io.TFRecordWriter(path) as writer:
     writer.write(_serialized())
-    writer.write(_serialized(video_id="v1", action_labels=[], qa_question=["q"],
-                             qa_answer=["purple"]))
+    writer.write(
+      _serialized(video_id="v1", action_labels=[], qa_question=["q"], qa_answer=["purple"])
+    )
     writer.write(_serialized(video_id="v2", boxes=None, visible=None, masks=None))
-  example_ops = _clip() + [ops.Normalize(), ops.Caption(), ops.Label(), ops.Segments(3),
-                           ops.Answer(["three", "two"]), ops.Boxes(3), ops.Masks(24, 3)]
-  batch_ops = [ops.Tokenize(tokenizer, "caption", 8, name="text"),
-               ops.Tokenize(tokenizer, "question", 8)]
-  ds = input_pipeline.make_dataset_from_ops([path], example_ops=example_ops,
-                                            batch_ops=batch_ops, batch_size=2, train=False)
+  example_ops = _clip() + [
+    ops.Normalize(),
+    ops.Caption(),
+    ops.Label(),
+    ops.Segments(3),
+    ops.Answer(["three", "two"]),
+    ops.Boxes(3),
+    ops.Masks(24, 3),
+  ]
+  batch_ops = [
+    ops.Tokenize(tokenizer, "caption", 8, name="text"),
+    ops.Tokenize(tokenizer, "question", 8),
+  ]
+  ds = input_pipeline.make_dataset_from_ops(
+    [path], example_ops=example_ops, batch_ops=batch_ops, batch_size=2, train=False
+  )
   batches = list(input_pipeline.as_numpy(ds))
   assert len(batches) == 2
   first, last = batches
-  assert set(first) == {"video", "text_tokens", "text_mask", "label", "label_valid",
-                        "segments", "segment_valid", "question_tokens", "question_mask",
-                        "answer", "answer_valid", "object_boxes", "object_visible",
-                        "object_valid", "object_masks", "index", "valid"}
+  assert set(first) == {
+    "video",
+    "text_tokens",
+    "text_mask",
+    "label",
+    "label_valid",
+    "segments",
+    "segment_valid",
+    "question_tokens",
+    "question_mask",
+    "answer",
+    "answer_valid",
+    "object_boxes",
+    "object_visible",
+    "object_valid",
+    "object_masks",
+    "index",
+    "valid",
+  }
   assert first["video"].shape == (2, 4, 24, 24, 3)
   assert first["label"].tolist() == [3, -1] and first["label_valid"].tolist() == [1, 0]
   assert first["answer"].tolist() == [0, -1] and first["answer_valid"].tolist() == [1, 1]

@@ -23,8 +23,8 @@ def test_contrastive_loss_hand_example():
   loss, metrics = losses.contrastive_loss(video, text, 1.0)
   np.testing.assert_allclose(loss, 0.448879, atol=1e-5)
   # Row 0 argmax 0, row 1 argmax 1; column 0 argmax 0, column 1 argmax 1.
-  assert float(metrics['v2t_accuracy']) == 1.0
-  assert float(metrics['t2v_accuracy']) == 1.0
+  assert float(metrics["v2t_accuracy"]) == 1.0
+  assert float(metrics["t2v_accuracy"]) == 1.0
 
 
 def test_contrastive_loss_symmetric_and_accuracy():
@@ -38,8 +38,8 @@ def test_contrastive_loss_symmetric_and_accuracy():
   np.testing.assert_allclose(a, b, rtol=1e-6)
   # Swapping captions 0 and 1 makes clips 0 and 1 (and captions 0, 1) wrong.
   _, metrics = losses.contrastive_loss(jnp.eye(3), jnp.eye(3)[jnp.array([1, 0, 2])], 1.0)
-  np.testing.assert_allclose(metrics['v2t_accuracy'], 1 / 3, rtol=1e-6)
-  np.testing.assert_allclose(metrics['t2v_accuracy'], 1 / 3, rtol=1e-6)
+  np.testing.assert_allclose(metrics["v2t_accuracy"], 1 / 3, rtol=1e-6)
+  np.testing.assert_allclose(metrics["t2v_accuracy"], 1 / 3, rtol=1e-6)
 
 
 def test_contrastive_loss_perfect_alignment_large_scale():
@@ -52,8 +52,7 @@ def test_contrastive_loss_perfect_alignment_large_scale():
 def test_contrastive_loss_jit_and_grad_finite():
   v = jax.random.normal(jax.random.key(0), (4, 8))
   t = jax.random.normal(jax.random.key(1), (4, 8))
-  grad = jax.jit(jax.grad(
-      lambda v, t, s: losses.contrastive_loss(v, t, s)[0], argnums=(0, 1, 2)))
+  grad = jax.jit(jax.grad(lambda v, t, s: losses.contrastive_loss(v, t, s)[0], argnums=(0, 1, 2)))
   for g in grad(v, t, 10.0):
     assert np.all(np.isfinite(g))
 
@@ -62,8 +61,9 @@ def test_contrastive_loss_jit_and_grad_finite():
 def _tagged_video(batch, frames):
   # Value 100 * b + t everywhere in frame t of clip b: the source is readable.
   tags = 100 * np.arange(batch)[:, None] + np.arange(frames)[None, :]
-  return jnp.asarray(np.broadcast_to(
-      tags[:, :, None, None, None], (batch, frames, 2, 2, 3)).astype(np.float32))
+  return jnp.asarray(
+    np.broadcast_to(tags[:, :, None, None, None], (batch, frames, 2, 2, 3)).astype(np.float32)
+  )
 
 
 def test_cut_and_paste_structure():
@@ -82,8 +82,7 @@ def test_cut_and_paste_structure():
       seen_len.add(len(ones))
       frame_fg = np.repeat(mask[i], frames // positions).astype(bool)
       src = mixed[i, :, 0, 0, 0] // 100  # which clip each frame came from
-      np.testing.assert_array_equal(mixed[i, :, 0, 0, 0] % 100,
-                                    np.arange(frames))
+      np.testing.assert_array_equal(mixed[i, :, 0, 0, 0] % 100, np.arange(frames))
       assert np.all(src[frame_fg] == i)
       backgrounds = set(src[~frame_fg].tolist())
       assert len(backgrounds) == 1 and i not in backgrounds
@@ -101,17 +100,19 @@ def test_cut_and_paste_deterministic():
   np.testing.assert_array_equal(a[1], b[1])
 
 
-@pytest.mark.parametrize('batch,frames,positions,lo,hi,match', [
-    (1, 8, 4, 1, 2, 'batch size 1'),
-    (2, 7, 4, 1, 2, 'T=7'),
-    (2, 8, 4, 0, 2, 'min_span=0'),
-    (2, 8, 4, 3, 2, 'min_span=3'),
-    (2, 8, 4, 1, 4, 'max_span=4'),
-])
+@pytest.mark.parametrize(
+  "batch,frames,positions,lo,hi,match",
+  [
+    (1, 8, 4, 1, 2, "batch size 1"),
+    (2, 7, 4, 1, 2, "T=7"),
+    (2, 8, 4, 0, 2, "min_span=0"),
+    (2, 8, 4, 3, 2, "min_span=3"),
+    (2, 8, 4, 1, 4, "max_span=4"),
+  ],
+)
 def test_cut_and_paste_errors(batch, frames, positions, lo, hi, match):
   with pytest.raises(ValueError, match=match):
-    losses.cut_and_paste(jax.random.key(0), _tagged_video(batch, frames),
-                         positions, lo, hi)
+    losses.cut_and_paste(jax.random.key(0), _tagged_video(batch, frames), positions, lo, hi)
 
 
 # ----------------------------------------------------------- temporal grouping
@@ -126,14 +127,14 @@ _P = np.array([0.634782, 0.290197, 0.439898])
 
 
 def test_temporal_grouping_mse_hand_example():
-  loss = losses.temporal_grouping_loss(_Z, _M, temperature=1.0, kind='mse')
+  loss = losses.temporal_grouping_loss(_Z, _M, temperature=1.0, kind="mse")
   # ((1 - 0.634782)^2 + 0.290197^2 + 0.439898^2) / 3 = 0.137036
   np.testing.assert_allclose(loss, 0.137036, atol=1e-5)
   np.testing.assert_allclose(loss, np.mean((_P - [1, 0, 0]) ** 2), atol=1e-5)
 
 
 def test_temporal_grouping_bce_hand_example():
-  loss = losses.temporal_grouping_loss(_Z, _M, temperature=1.0, kind='bce')
+  loss = losses.temporal_grouping_loss(_Z, _M, temperature=1.0, kind="bce")
   # (-log 0.634782 - log(1 - 0.290197) - log(1 - 0.439898)) / 3 = 0.458959
   np.testing.assert_allclose(loss, 0.458959, atol=1e-5)
 
@@ -142,7 +143,7 @@ def test_temporal_grouping_perfect_separation():
   z = jnp.array([[[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 3.0]]])
   m = jnp.array([[1.0, 1.0, 0.0, 0.0]])
   # d = +-1 / 0.01 = +-100: p is 0 or 1 to within e^-100.
-  for kind in ('mse', 'bce'):
+  for kind in ("mse", "bce"):
     assert float(losses.temporal_grouping_loss(z, m, 0.01, kind)) < 1e-6
 
 
@@ -151,16 +152,15 @@ def test_temporal_grouping_empty_set_finite_and_bad_kind():
   m = jnp.array([[1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0]])
   grads = jax.jit(jax.grad(losses.temporal_grouping_loss))(z, m)
   assert np.all(np.isfinite(grads))
-  with pytest.raises(ValueError, match='hinge'):
-    losses.temporal_grouping_loss(z, m, kind='hinge')
+  with pytest.raises(ValueError, match="hinge"):
+    losses.temporal_grouping_loss(z, m, kind="hinge")
 
 
 def test_temporal_grouping_grad_finite_under_jit():
   z = jax.random.normal(jax.random.key(0), (3, 4, 5))
   m = jnp.array([[1.0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]])
-  for kind in ('mse', 'bce'):
-    fn = jax.jit(jax.value_and_grad(losses.temporal_grouping_loss),
-                 static_argnames='kind')
+  for kind in ("mse", "bce"):
+    fn = jax.jit(jax.value_and_grad(losses.temporal_grouping_loss), static_argnames="kind")
     value, grads = fn(z, m, kind=kind)
     assert np.isfinite(value) and np.all(np.isfinite(grads))
 
@@ -184,10 +184,11 @@ def test_spatial_grounding_hand_example():
   #   CE target 1 = log(1 + e^{2(0.709967 - 1)})        = 0.444597 (right)
   # loss = (0.764463 + 0.832769 + 0.444597) / 3 = 0.680610
   loss, metrics = losses.spatial_grounding_loss(
-      _NOUNS, _VALID, _GROUPS, assign_temperature=1.0, logit_scale=2.0)
+    _NOUNS, _VALID, _GROUPS, assign_temperature=1.0, logit_scale=2.0
+  )
   np.testing.assert_allclose(loss, 0.680610, atol=1e-5)
-  np.testing.assert_allclose(metrics['noun_accuracy'], 1 / 3, rtol=1e-6)
-  assert float(metrics['num_valid_nouns']) == 3
+  np.testing.assert_allclose(metrics["noun_accuracy"], 1 / 3, rtol=1e-6)
+  assert float(metrics["num_valid_nouns"]) == 3
 
 
 def test_spatial_grounding_padded_noun_ignored():
@@ -200,9 +201,11 @@ def test_spatial_grounding_padded_noun_ignored():
 
 def test_spatial_grounding_all_padded_zero_with_finite_grad():
   valid = jnp.zeros((2, 2))
-  fn = jax.jit(jax.value_and_grad(
-      lambda n, g: losses.spatial_grounding_loss(n, valid, g, 0.1, 10.0)[0],
-      argnums=(0, 1)))
+  fn = jax.jit(
+    jax.value_and_grad(
+      lambda n, g: losses.spatial_grounding_loss(n, valid, g, 0.1, 10.0)[0], argnums=(0, 1)
+    )
+  )
   value, grads = fn(_NOUNS, _GROUPS)
   assert float(value) == 0.0
   for g in grads:
@@ -216,23 +219,20 @@ def test_spatial_grounding_grad_finite_random():
   n /= jnp.linalg.norm(n, axis=-1, keepdims=True)
   g /= jnp.linalg.norm(g, axis=-1, keepdims=True)
   valid = jnp.array([[1, 1], [1, 0], [0, 1]])
-  grads = jax.jit(jax.grad(
-      lambda n, g: losses.spatial_grounding_loss(n, valid, g, 0.05, 10.0)[0],
-      argnums=(0, 1)))(n, g)
+  grads = jax.jit(
+    jax.grad(lambda n, g: losses.spatial_grounding_loss(n, valid, g, 0.05, 10.0)[0], argnums=(0, 1))
+  )(n, g)
   for x in grads:
     assert np.all(np.isfinite(x))
 
 
 # ------------------------------------------------------------------ total loss
 def test_total_loss():
-  terms = {'contrastive': 1.5, 'temporal_grouping': 0.5,
-           'spatial_grounding': 2.0}
+  terms = {"contrastive": 1.5, "temporal_grouping": 0.5, "spatial_grounding": 2.0}
   # 1.5 * 1 (default weight) + 0.5 * 2 + 2.0 * 0.25 = 3.0
-  total = losses.total_loss(
-      terms, {'temporal_grouping': 2.0, 'spatial_grounding': 0.25})
+  total = losses.total_loss(terms, {"temporal_grouping": 2.0, "spatial_grounding": 0.25})
   assert total == pytest.approx(3.0)
   # A zero weight for a disabled (absent) term is fine; a nonzero one is not.
-  assert losses.total_loss({'contrastive': 1.5},
-                           {'spatial_grounding': 0.0}) == pytest.approx(1.5)
-  with pytest.raises(ValueError, match='spatial_grouding'):
-    losses.total_loss(terms, {'spatial_grouding': 1.0})
+  assert losses.total_loss({"contrastive": 1.5}, {"spatial_grounding": 0.0}) == pytest.approx(1.5)
+  with pytest.raises(ValueError, match="spatial_grouding"):
+    losses.total_loss(terms, {"spatial_grouding": 1.0})

@@ -26,14 +26,19 @@ def _free_port() -> int:
 # the session's small ShapesWorld build (these are the tiny variant's dataset settings, so the
 # cached build is reused) for 4 steps.
 DEFAULT_ON_SMALL_DATA = {
-    "data.shapesworld.num_train": 64, "data.shapesworld.num_val": 32,
-    "data.shapesworld.num_compositional": 8, "data.shapesworld.num_shards_train": 2,
-    "total_steps": 4, "checkpoint_every_steps": 2, "eval.batch_size": 16,
+  "data.shapesworld.num_train": 64,
+  "data.shapesworld.num_val": 32,
+  "data.shapesworld.num_compositional": 8,
+  "data.shapesworld.num_shards_train": 2,
+  "total_steps": 4,
+  "checkpoint_every_steps": 2,
+  "eval.batch_size": 16,
 }
 
 
 def _default_config(cache):
   from configs import pretrain as pretrain_config
+
   config = pretrain_config.get_config()
   config.data.shapesworld_dir = cache
   for key, value in DEFAULT_ON_SMALL_DATA.items():
@@ -50,14 +55,29 @@ def _run(workdir, cache, *, processes: int, flags=()):
   port = _free_port()
   devices = 8 // processes
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  command = [sys.executable, "-m", "svilm.main", "--config=configs/pretrain.py",
-             f"--workdir={workdir}", f"--config.data.shapesworld_dir={cache}",
-             *(f"--config.{k}={v}" for k, v in DEFAULT_ON_SMALL_DATA.items()), *flags]
+  command = [
+    sys.executable,
+    "-m",
+    "svilm.main",
+    "--config=configs/pretrain.py",
+    f"--workdir={workdir}",
+    f"--config.data.shapesworld_dir={cache}",
+    *(f"--config.{k}={v}" for k, v in DEFAULT_ON_SMALL_DATA.items()),
+    *flags,
+  ]
   if processes > 1:
     command += [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}"]
-  running = [subprocess.Popen(
-      command + ([f"--process_id={i}"] if processes > 1 else []), cwd=REPO_ROOT, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(processes)]
+  running = [
+    subprocess.Popen(
+      command + ([f"--process_id={i}"] if processes > 1 else []),
+      cwd=REPO_ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(processes)
+  ]
   outputs = [p.communicate(timeout=600)[0] for p in running]
   for p, out in zip(running, outputs):
     assert p.returncode == 0, out[-3000:]
@@ -86,7 +106,7 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   outputs = _run(two, shapesworld_cache, processes=2, flags=flags)
   assert "8 device(s), process 0 of 2" in outputs[0].replace("cpu ", "")
   assert "8 devices in a {'data': 4, 'fsdp': 2, 'model': 1} mesh, global batch 32" in outputs[1]
-  with open(two / "eval_results.json") as f:      # written once, by process 0
+  with open(two / "eval_results.json") as f:  # written once, by process 0
     results = json.load(f)
   assert results["step"] == 4 and results["retrieval/num_clips"] > 0
   steps = sorted(int(d) for d in os.listdir(two / "checkpoints") if d.isdigit())
@@ -99,8 +119,12 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   # Elastic restart: the 2-process step-2 checkpoint resumed by one process on a different
   # mesh (8-way data parallel) ends where the uninterrupted runs end.
   shutil.copytree(two / "checkpoints" / "2", elastic / "checkpoints" / "2")
-  outputs = _run(elastic, shapesworld_cache, processes=1,
-                 flags=("--config.data.host_split=stream", "--config.mesh.fsdp=1"))
+  outputs = _run(
+    elastic,
+    shapesworld_cache,
+    processes=1,
+    flags=("--config.data.host_split=stream", "--config.mesh.fsdp=1"),
+  )
   assert "Resumed from checkpoint at step 2" in outputs[0]
   _assert_same_params(_params(str(elastic), shapesworld_cache, 4), reference)
 
@@ -110,8 +134,12 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   results = []
   for name, processes in (("eval_one", 1), ("eval_two", 2)):
     shutil.copytree(two / "checkpoints" / "4", tmp_path / name / "checkpoints" / "4")
-    _run(tmp_path / name, shapesworld_cache, processes=processes,
-         flags=("--config.mesh.fsdp=2", "--config.eval.batch_size=24"))
+    _run(
+      tmp_path / name,
+      shapesworld_cache,
+      processes=processes,
+      flags=("--config.mesh.fsdp=2", "--config.eval.batch_size=24"),
+    )
     with open(tmp_path / name / "eval_results.json") as f:
       results.append(json.load(f))
   assert results[0] == results[1]

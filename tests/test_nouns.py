@@ -7,12 +7,16 @@ import pytest
 from data_pipelines import nouns
 
 
-@pytest.mark.parametrize("caption, expected", [
+@pytest.mark.parametrize(
+  "caption, expected",
+  [
     ("a man rides a brown horse on the beach", ["man", "brown horse", "beach"]),
     # ShapesWorld templates: colour + shape phrases, pronoun subjects and colour changes dropped.
     ("a red circle moves left, then a blue square grows", ["red circle", "blue square"]),
-    ("a small green triangle appears while the large yellow star shrinks",
-     ["small green triangle", "large yellow star"]),
+    (
+      "a small green triangle appears while the large yellow star shrinks",
+      ["small green triangle", "large yellow star"],
+    ),
     ("a purple square turns red, then it moves up", ["purple square"]),
     # Auxiliary + participle, prepositions, plural subjects.
     ("Two dogs are playing with a ball in the park.", ["dogs", "ball", "park"]),
@@ -24,7 +28,8 @@ from data_pipelines import nouns
     # Repeats keep the first mention; empty text has no nouns.
     ("a cat sees a cat", ["cat"]),
     ("", []),
-])
+  ],
+)
 def test_rules_backend(caption, expected):
   assert nouns.extract_nouns(caption, backend="rules") == expected
 

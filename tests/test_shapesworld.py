@@ -18,16 +18,28 @@ from data_pipelines.shapesworld import world
 
 def _tiny_config(**overrides):
   config = build.default_config()
-  config.update(dict(num_train=16, num_val=6, num_compositional=6, num_shards_train=2,
-                     num_shards_val=1, num_shards_compositional=1, num_frames=8,
-                     num_workers=1, vocab_size=128))
+  config.update(
+    dict(
+      num_train=16,
+      num_val=6,
+      num_compositional=6,
+      num_shards_train=2,
+      num_shards_val=1,
+      num_shards_compositional=1,
+      num_frames=8,
+      num_workers=1,
+      vocab_size=128,
+    )
+  )
   config.update(overrides)
   return config
 
 
 def _shard_bytes(directory):
-  return {os.path.basename(p): open(p, "rb").read()
-          for p in sorted(glob.glob(os.path.join(directory, "*.tfrecord")))}
+  return {
+    os.path.basename(p): open(p, "rb").read()
+    for p in sorted(glob.glob(os.path.join(directory, "*.tfrecord")))
+  }
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +65,11 @@ def _check_annotations(masks, boxes, visible, num_objects):
 
 def test_geometry_matches_hand_computed_pixels():
   bg = world.Background("gradient", (60.0, 60.0, 60.0), (1.0, 1.0, 1.0), 0.0, 0.0, 8.0, 3, 0)
-  objects = (world.Obj("red", "square", 4.0, 10.0, 10.0),   # pixel centres 6.5..13.5
-             world.Obj("blue", "circle", 3.0, 24.0, 8.0),   # 6x6 block minus 4 corners
-             world.Obj("white", "square", 2.0, 10.0, 10.0))  # on top of the red square
+  objects = (
+    world.Obj("red", "square", 4.0, 10.0, 10.0),  # pixel centres 6.5..13.5
+    world.Obj("blue", "circle", 3.0, 24.0, 8.0),  # 6x6 block minus 4 corners
+    world.Obj("white", "square", 2.0, 10.0, 10.0),
+  )  # on top of the red square
   scene = world.Scene(2, 32, 32, objects, (), bg)
   r = world.render(scene)
   assert (r.masks[0] == 1).sum() == 64 - 16
@@ -71,43 +85,65 @@ def test_geometry_matches_hand_computed_pixels():
 
 def _scene(objects, segments):
   bg = world.Background("gradient", (60.0, 60.0, 60.0), (1.0, 1.0, 1.0), 0.0, 0.0, 8.0, 3, 0)
-  return world.Scene(16, 64, 64, tuple(world.Obj(c, s, 8.0, 20.0 + 20 * i, 32.0)
-                                       for i, (c, s) in enumerate(objects)), segments, bg)
+  return world.Scene(
+    16,
+    64,
+    64,
+    tuple(world.Obj(c, s, 8.0, 20.0 + 20 * i, 32.0) for i, (c, s) in enumerate(objects)),
+    segments,
+    bg,
+  )
 
 
 def test_caption_nouns_and_qa_templates():
-  scene = _scene([("red", "circle"), ("blue", "square"), ("red", "star")],
-                 (world.Segment(0, 6, 0, "move left", dx=-10.0),
-                  world.Segment(0, 6, 1, "grow", dsize=3.0),
-                  world.Segment(8, 14, 0, "shrink", dsize=-2.0)))
+  scene = _scene(
+    [("red", "circle"), ("blue", "square"), ("red", "star")],
+    (
+      world.Segment(0, 6, 0, "move left", dx=-10.0),
+      world.Segment(0, 6, 1, "grow", dsize=3.0),
+      world.Segment(8, 14, 0, "shrink", dsize=-2.0),
+    ),
+  )
   assert text.clip_caption(scene) == (
-      "a red circle moves left while a blue square grows, then the red circle shrinks",
-      ["red circle", "blue square"], [0, 1])
+    "a red circle moves left while a blue square grows, then the red circle shrinks",
+    ["red circle", "blue square"],
+    [0, 1],
+  )
   assert text.segment_captions(scene) == [
-      "the red circle moves left", "the blue square grows", "the red circle shrinks"]
+    "the red circle moves left",
+    "the blue square grows",
+    "the red circle shrinks",
+  ]
   assert text.qa_pairs(scene) == [
-      ("how many objects are there?", "three"),
-      ("what colour is the object that moves left?", "red"),
-      ("what shape is the object that moves left?", "circle"),
-      ("what colour is the object that grows?", "blue"),
-      ("what shape is the object that grows?", "square"),
-      ("what colour is the object that shrinks?", "red"),
-      ("what shape is the object that shrinks?", "circle"),
-      ("what does the blue square do?", "grow"),
-      ("what does the red star do?", "nothing")]
-  scene = _scene([("orange", "star")], (world.Segment(0, 6, 0, "appear"),
-                                        world.Segment(7, 12, 0, "change colour", colour="white")))
-  assert text.clip_caption(scene) == ("an orange star appears, then it turns white",
-                                      ["orange star"], [0])
+    ("how many objects are there?", "three"),
+    ("what colour is the object that moves left?", "red"),
+    ("what shape is the object that moves left?", "circle"),
+    ("what colour is the object that grows?", "blue"),
+    ("what shape is the object that grows?", "square"),
+    ("what colour is the object that shrinks?", "red"),
+    ("what shape is the object that shrinks?", "circle"),
+    ("what does the blue square do?", "grow"),
+    ("what does the red star do?", "nothing"),
+  ]
+  scene = _scene(
+    [("orange", "star")],
+    (world.Segment(0, 6, 0, "appear"), world.Segment(7, 12, 0, "change colour", colour="white")),
+  )
+  assert text.clip_caption(scene) == (
+    "an orange star appears, then it turns white",
+    ["orange star"],
+    [0],
+  )
   assert ("what colour is the object that turns white?", "orange") not in text.qa_pairs(scene)
 
 
 def test_progress_and_full_occlusion():
-  np.testing.assert_allclose(world.progress(np.arange(8), 2, 6),
-                             [0, 0, 0.25, 0.5, 0.75, 1, 1, 1])
+  np.testing.assert_allclose(world.progress(np.arange(8), 2, 6), [0, 0, 0.25, 0.5, 0.75, 1, 1, 1])
   bg = world.Background("stripes", (60.0, 70.0, 80.0), (1.0, 1.0, 1.0), 8.0, 0.3, 8.0, 3, 0)
-  objects = (world.Obj("red", "circle", 3.0, 16.0, 16.0),
-             world.Obj("blue", "square", 6.0, 16.0, 16.0))
+  objects = (
+    world.Obj("red", "circle", 3.0, 16.0, 16.0),
+    world.Obj("blue", "square", 6.0, 16.0, 16.0),
+  )
   seg = world.Segment(1, 3, 1, "move right", dx=8.0)
   r = world.render(world.Scene(4, 32, 32, objects, (seg,), bg))
   # The square hides the whole circle at frame 0; 4 px to the right (frame 1) it uncovers the
@@ -124,8 +160,8 @@ def test_fading_object_is_in_the_mask_from_half_opacity():
   r = world.render(world.Scene(5, 32, 32, objects, (seg,), bg))
   # Opacity 0.25, 0.5, 0.75, 1, 1: drawn from frame 0, in the mask from frame 1.
   np.testing.assert_array_equal(r.visible[:, 0], [0, 1, 1, 1, 1])
-  assert r.frames[0, 16, 16, 0] == round(100 + 0.25 * 145)   # 136
-  assert r.frames[2, 16, 16, 0] == round(100 + 0.75 * 145)   # 209 (208.75)
+  assert r.frames[0, 16, 16, 0] == round(100 + 0.25 * 145)  # 136
+  assert r.frames[2, 16, 16, 0] == round(100 + 0.75 * 145)  # 209 (208.75)
   assert (r.masks[1] == 1).sum() == 64
 
 
@@ -147,7 +183,7 @@ def test_rendered_scenes_are_consistent():
       assert starts == sorted(starts) and len(starts) >= 1
       for s in scene.segments:
         assert 0 <= s.start < s.end <= scene.num_frames
-      for o in set(range(num)) - {s.obj for s in scene.segments}:   # idle objects stay still
+      for o in set(range(num)) - {s.obj for s in scene.segments}:  # idle objects stay still
         assert (r.boxes[:, o] == r.boxes[0, o]).all()
       caption, nouns, noun_object = text.clip_caption(scene)
       assert 1 <= len(nouns) == len(set(nouns)) <= 2
@@ -165,14 +201,22 @@ def test_segments_do_what_their_caption_says():
     for s, caption in zip(scene.segments, text.segment_captions(scene)):
       before, after = max(s.start - 1, 0), s.end - 1
       delta = {k: state[k][after, s.obj] - state[k][before, s.obj] for k in ("x", "y", "size")}
-      expected_sign = {"move left": ("x", -1), "move right": ("x", 1), "move up": ("y", -1),
-                       "move down": ("y", 1), "grow": ("size", 1), "shrink": ("size", -1)}
+      expected_sign = {
+        "move left": ("x", -1),
+        "move right": ("x", 1),
+        "move up": ("y", -1),
+        "move down": ("y", 1),
+        "grow": ("size", 1),
+        "shrink": ("size", -1),
+      }
       if s.action in expected_sign:
         key, sign = expected_sign[s.action]
         assert np.sign(delta[key]) == sign, caption
       if s.action == "appear":
-        assert state["opacity"][after, s.obj] == 1 and state["opacity"][:s.start, s.obj].max(
-            initial=0) == 0
+        assert (
+          state["opacity"][after, s.obj] == 1
+          and state["opacity"][: s.start, s.obj].max(initial=0) == 0
+        )
       if s.action == "disappear":
         assert state["opacity"][after:, s.obj].max() == 0
 
@@ -188,8 +232,7 @@ def test_holdout_combos_only_in_compositional():
       assert not names & holdout
   for index in range(100):
     scene = build.scene_for(config, "compositional", index)
-    acting = {(scene.objects[s.obj].colour, scene.objects[s.obj].shape)
-              for s in scene.segments}
+    acting = {(scene.objects[s.obj].colour, scene.objects[s.obj].shape) for s in scene.segments}
     assert acting & holdout
 
 
@@ -204,8 +247,9 @@ def test_backgrounds_never_take_object_colours():
 
 def test_captions_are_mostly_distinct_on_default_val():
   config = build.default_config()
-  captions = [text.clip_caption(build.scene_for(config, "val", i))[0]
-              for i in range(config.num_val)]
+  captions = [
+    text.clip_caption(build.scene_for(config, "val", i))[0] for i in range(config.num_val)
+  ]
   assert len(set(captions)) >= 256
 
 
@@ -217,7 +261,7 @@ def test_long_variant_has_several_phases_and_idle_stretches():
     assert scene.num_frames == 96 and len({s.start for s in scene.segments}) >= 2
     covered = np.zeros(96, bool)
     for s in scene.segments:
-      covered[s.start:s.end] = True
+      covered[s.start : s.end] = True
     idle += int((~covered).sum() > 0)
   assert idle >= 15
   r = world.render(build.scene_for(config, "val", 0))
@@ -226,12 +270,14 @@ def test_long_variant_has_several_phases_and_idle_stretches():
 
 def test_build_is_deterministic_and_worker_independent(tiny, tmp_path, monkeypatch):
   directory, _ = tiny
-  monkeypatch.setattr(build, "MIN_FRAMES_FOR_WORKERS", 0)   # use the pool even for this
+  monkeypatch.setattr(build, "MIN_FRAMES_FOR_WORKERS", 0)  # use the pool even for this
   other = str(tmp_path / "two_workers")
   build.build(other, _tiny_config(num_workers=2))
   assert _shard_bytes(directory) == _shard_bytes(other)
-  assert open(os.path.join(directory, "tokenizer.model"), "rb").read() == open(
-      os.path.join(other, "tokenizer.model"), "rb").read()
+  assert (
+    open(os.path.join(directory, "tokenizer.model"), "rb").read()
+    == open(os.path.join(other, "tokenizer.model"), "rb").read()
+  )
   reseeded = str(tmp_path / "seed1")
   build.build(reseeded, _tiny_config(seed=1))
   assert set(_shard_bytes(reseeded)) == set(_shard_bytes(directory))
@@ -242,8 +288,10 @@ def test_build_is_deterministic_and_worker_independent(tiny, tmp_path, monkeypat
 def test_parse_back_through_schema(tiny):
   directory, manifest = tiny
   assert manifest["counts"] == {"train": 16, "val": 6, "compositional": 6}
-  assert manifest["files"]["train"] == ["train-00000-of-00002.tfrecord",
-                                        "train-00001-of-00002.tfrecord"]
+  assert manifest["files"]["train"] == [
+    "train-00000-of-00002.tfrecord",
+    "train-00001-of-00002.tfrecord",
+  ]
   actions = open(os.path.join(directory, "actions.txt")).read().splitlines()
   answers = open(os.path.join(directory, "answers.txt")).read().splitlines()
   assert actions == list(text.ACTIONS) and answers == list(text.ANSWERS)
@@ -266,7 +314,7 @@ def test_parse_back_through_schema(tiny):
       assert all(0 <= a < len(actions) for a in ex["segment_action"].numpy())
       if path.startswith(os.path.join(directory, "train")):
         ids, _ = tok.encode([ex["caption"].numpy()], 64)
-        assert 1 not in ids   # train text never maps to unk
+        assert 1 not in ids  # train text never maps to unk
   assert count == 28
 
 
@@ -285,7 +333,8 @@ def test_rebuild_is_a_no_op_and_other_config_is_an_error(tiny, monkeypatch):
 def test_failed_build_leaves_no_dataset(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise RuntimeError("killed")
+
   monkeypatch.setattr(tokenizer, "train_tokenizer", fail)
   with pytest.raises(RuntimeError):
     build.build(str(tmp_path), _tiny_config())
-  assert not os.listdir(tmp_path)   # no manifest, no shard, no leftover temporary
+  assert not os.listdir(tmp_path)  # no manifest, no shard, no leftover temporary

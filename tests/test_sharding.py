@@ -8,9 +8,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from data_pipelines import input_pipeline
 from svilm import configuration
@@ -28,10 +29,17 @@ NUM_STEPS = 3
 @pytest.fixture(scope="module")
 def batches(shapesworld_cache):
   from tests.conftest import tiny_config
+
   ctx, sources, tokenizer = prepare_and_setup(tiny_config(shapesworld_cache))
   config = ctx.config
-  ds = data_setup.make_dataset(config, sources.train_files[0], tokenizer,
-                               batch_size=config.batch_size, train=True, seed=config.seed)
+  ds = data_setup.make_dataset(
+    config,
+    sources.train_files[0],
+    tokenizer,
+    batch_size=config.batch_size,
+    train=True,
+    seed=config.seed,
+  )
   it = input_pipeline.as_numpy(ds)
   return [next(it) for _ in range(NUM_STEPS)]
 
@@ -43,8 +51,9 @@ def train(config, devices, batches, init_params=None):
   shardings = ctx.state_shardings
   state = ctx.init_state()
   if init_params is not None:
-    state = jax.device_put(state.replace(params=init_params,
-                                         opt_state=ctx.tx.init(init_params)), shardings)
+    state = jax.device_put(
+      state.replace(params=init_params, opt_state=ctx.tx.init(init_params)), shardings
+    )
   step = ctx.jit_train_step()
   for batch in batches:
     state, metrics = step(state, sharding.to_global(batch, ctx.mesh))
@@ -54,6 +63,7 @@ def train(config, devices, batches, init_params=None):
 @pytest.fixture(scope="module")
 def single_device(shapesworld_cache, batches):
   from tests.conftest import tiny_config
+
   return train(tiny_config(shapesworld_cache), jax.devices()[:1], batches)
 
 
@@ -61,8 +71,7 @@ def _assert_same_training(result, reference):
   (params, metrics, _), (ref_params, ref_metrics, _) = result, reference
   for key in ("loss/total", "loss/contrast", "loss/temporal", "loss/grounding"):
     np.testing.assert_allclose(metrics[key], ref_metrics[key], rtol=1e-4, err_msg=key)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params),
-                          jax.tree.leaves(ref_params)):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(ref_params)):
     np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5, err_msg=jax.tree_util.keystr(path))
 
 
@@ -73,19 +82,23 @@ def _spec(shardings, *path):
   return tuple(node.spec)
 
 
-@pytest.mark.parametrize("mesh", [
-    dict(data=-1),                      # data parallel
-    dict(data=1, fsdp=-1),              # FSDP over all 8
-    dict(data=-1, model=2),             # 4-way DP x 2-way TP
-    dict(data=2, fsdp=2, model=2),      # all three
-], ids=["dp", "fsdp", "dp_x_tp", "dp_x_fsdp_x_tp"])
+@pytest.mark.parametrize(
+  "mesh",
+  [
+    dict(data=-1),  # data parallel
+    dict(data=1, fsdp=-1),  # FSDP over all 8
+    dict(data=-1, model=2),  # 4-way DP x 2-way TP
+    dict(data=2, fsdp=2, model=2),  # all three
+  ],
+  ids=["dp", "fsdp", "dp_x_tp", "dp_x_fsdp_x_tp"],
+)
 def test_sharded_training_equals_single_device(tiny, batches, single_device, mesh):
   tiny.mesh.update(mesh)
   result = train(tiny, jax.devices(), batches)
   _assert_same_training(result, single_device)
   # The strategy really sharded what it should (else this test would prove nothing).
   shardings = result[2]
-  fc1 = ("video_encoder", "block_1", "mlp", "fc1", "kernel")      # ('embed', 'mlp')
+  fc1 = ("video_encoder", "block_1", "mlp", "fc1", "kernel")  # ('embed', 'mlp')
   query = ("video_encoder", "block_1", "attention", "query", "kernel")  # (embed, heads, kv)
   fsdp = "fsdp" if mesh.get("fsdp", 1) != 1 else None
   model = "model" if mesh.get("model", 1) != 1 else None
@@ -93,13 +106,17 @@ def test_sharded_training_equals_single_device(tiny, batches, single_device, mes
   assert _spec(shardings, *query) == (fsdp, model, None)
   # Adam's two moments of that kernel are sharded like it.
   name = "".join(f"['{key}']" for key in fc1)
-  moments = [leaf.spec for path, leaf in jax.tree_util.tree_leaves_with_path(
-      shardings.opt_state) if jax.tree_util.keystr(path).endswith(name)]
+  moments = [
+    leaf.spec
+    for path, leaf in jax.tree_util.tree_leaves_with_path(shardings.opt_state)
+    if jax.tree_util.keystr(path).endswith(name)
+  ]
   assert [tuple(spec) for spec in moments] == [(fsdp, model)] * 2
 
 
 def test_scanned_rematerialised_fsdp_training_equals_the_plain_single_device_run(
-    tiny, batches, single_device):
+  tiny, batches, single_device
+):
   # Same initial weights in the scanned layout, then FSDP x TP with remat: the final weights,
   # converted back, must be those of the plain one-device run.
   plain_ctx, _, _ = prepare_and_setup(tiny.copy_and_resolve_references(), jax.devices()[:1])
@@ -109,23 +126,28 @@ def test_scanned_rematerialised_fsdp_training_equals_the_plain_single_device_run
   tiny.mesh.update(dict(data=1, fsdp=4, model=2))
   scanned_model = prepare_and_setup(tiny.copy_and_resolve_references())[0].model
   params, metrics, shardings = train(
-      tiny, jax.devices(), batches, svilm_model.convert_layer_layout(plain, scanned_model))
+    tiny, jax.devices(), batches, svilm_model.convert_layer_layout(plain, scanned_model)
+  )
   # The stacked-layer axis is never split; the width is.
   assert _spec(shardings, "video_encoder", "blocks_2_2", "mlp", "fc1", "kernel") == (
-      None, "fsdp", "model")
+    None,
+    "fsdp",
+    "model",
+  )
   unscanned = svilm_model.convert_layer_layout(params, plain_ctx.model)
   _assert_same_training((unscanned, metrics, None), single_device)
 
 
 def test_indivisible_dimensions_stay_replicated():
-  mesh = jax.make_mesh((1, 2, 4), sharding.MESH_AXES,
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = jax.make_mesh((1, 2, 4), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
   rules = sharding.DEFAULT_RULES
   # 6 heads on a 4-way model axis stay whole, 8 heads are split; width 63 is not split in 2.
   assert sharding.spec_for(("embed", "heads", "kv"), (64, 6, 8), mesh, rules) == P(
-      "fsdp", None, None)
+    "fsdp", None, None
+  )
   assert sharding.spec_for(("embed", "heads", "kv"), (63, 8, 8), mesh, rules) == P(
-      None, "model", None)
+    None, "model", None
+  )
   assert sharding.spec_for((), (), mesh, rules) == P()
 
 
@@ -144,8 +166,7 @@ def test_global_negative_losses_equal_single_device():
     grounding, _ = losses.spatial_grounding_loss(nouns, valid, groups, 0.1, 10.0)
     return contrast, grounding
 
-  mesh = jax.make_mesh((8, 1, 1), sharding.MESH_AXES,
-                       axis_types=(jax.sharding.AxisType.Auto,) * 3)
+  mesh = jax.make_mesh((8, 1, 1), sharding.MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * 3)
   split = NamedSharding(mesh, P(sharding.BATCH_AXES))
   inputs = (video, text, nouns, groups, valid)
   sharded = jax.jit(both, in_shardings=(split,) * 5)(*inputs)
@@ -153,7 +174,7 @@ def test_global_negative_losses_equal_single_device():
   np.testing.assert_allclose(sharded, single, rtol=1e-6)
   # Had each device used only its own 2 clips as negatives, the contrastive loss would be the
   # mean of the per-pair losses, which is far smaller: the global batch is really seen.
-  local = np.mean([both(*(x[i:i + 2] for x in inputs))[0] for i in range(0, 16, 2)])
+  local = np.mean([both(*(x[i : i + 2] for x in inputs))[0] for i in range(0, 16, 2)])
   assert local < 0.5 * float(single[0])
 
 
@@ -184,18 +205,26 @@ def test_gradient_accumulation_is_the_mean_over_strided_micro_batches(tiny, batc
   params = ctx.init_state().params
   batch = {k: v for k, v in batches[0].items() if k != "index"}
   rng = jax.random.PRNGKey(7)
-  metrics, grads = jax.jit(functools.partial(
-      train_step.loss_and_grads, ctx.loss_fn, partition=ctx.partition, config=config))(
-          params, {}, batch, rng)
+  metrics, grads = jax.jit(
+    functools.partial(
+      train_step.loss_and_grads, ctx.loss_fn, partition=ctx.partition, config=config
+    )
+  )(params, {}, batch, rng)
   # By hand: micro-batch i = rows i, i + 2, i + 4, ... with key fold_in(rng, i).
-  grad_fn = jax.jit(jax.value_and_grad(
-      functools.partial(pretrain.compute_losses, model=model, config=config), has_aux=True))
-  parts = [grad_fn(params, jax.tree.map(lambda x: x[i::2], batch), jax.random.fold_in(rng, i))
-           for i in range(2)]
+  grad_fn = jax.jit(
+    jax.value_and_grad(
+      functools.partial(pretrain.compute_losses, model=model, config=config), has_aux=True
+    )
+  )
+  parts = [
+    grad_fn(params, jax.tree.map(lambda x, i=i: x[i::2], batch), jax.random.fold_in(rng, i))
+    for i in range(2)
+  ]
   expected_loss = np.mean([float(total) for (total, _), _ in parts])
   np.testing.assert_allclose(metrics["loss/total"], expected_loss, rtol=1e-5)
-  for a, b, c in zip(jax.tree.leaves(grads), jax.tree.leaves(parts[0][1]),
-                     jax.tree.leaves(parts[1][1])):
+  for a, b, c in zip(
+    jax.tree.leaves(grads), jax.tree.leaves(parts[0][1]), jax.tree.leaves(parts[1][1])
+  ):
     np.testing.assert_allclose(a, (b + c) / 2, rtol=1e-4, atol=1e-7)
   # Micro-batch negatives differ from whole-batch negatives: a different loss (documented).
   (whole, _), _ = grad_fn(params, batch, rng)
@@ -205,7 +234,7 @@ def test_gradient_accumulation_is_the_mean_over_strided_micro_batches(tiny, batc
 def test_accumulation_on_8_devices_equals_single_device(tiny, batches):
   tiny.optim.grad_accum_steps = 2
   single = train(tiny, jax.devices()[:1], batches)
-  tiny.mesh.update(dict(data=2, fsdp=2, model=2))   # micro-batches of 4 on 4 batch shards
+  tiny.mesh.update(dict(data=2, fsdp=2, model=2))  # micro-batches of 4 on 4 batch shards
   _assert_same_training(train(tiny, jax.devices(), batches), single)
 
 

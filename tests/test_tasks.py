@@ -42,8 +42,7 @@ def _preempt_after(step: int):
 
 
 @pytest.mark.parametrize("name", tasks.names())
-def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp_path,
-                                                    monkeypatch):
+def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp_path, monkeypatch):
   config = task_config(name, shapesworld_cache)
   full = trainer.train_and_evaluate(config, str(tmp_path / "full"))
   assert full["step"] == 4 and _results(tmp_path / "full") == full

@@ -59,7 +59,10 @@ def test_shapesworld_tiny_matches_generator(shapesworld_data_dir):
 def test_shapesworld_splits_and_stored_bytes(shapesworld_data_dir):
   builder = tfds.builder("shapesworld/tiny", data_dir=shapesworld_data_dir)
   assert {name: split.num_examples for name, split in builder.info.splits.items()} == {
-      "train": 16, "val": 8, "compositional": 4}
+    "train": 16,
+    "val": 8,
+    "compositional": 4,
+  }
   # The generator's JPEG and PNG bytes are stored verbatim (no decode/re-encode).
   config = _tiny_generator_config()
   skip = {"frames": tfds.decode.SkipDecoding(), "masks": tfds.decode.SkipDecoding()}
@@ -71,25 +74,39 @@ def test_shapesworld_splits_and_stored_bytes(shapesworld_data_dir):
 
 def _read_shards(shard_dir, split):
   paths = sorted(tf.io.gfile.glob(os.path.join(shard_dir, f"{split}-*.tfrecord")))
-  return list(tf.data.TFRecordDataset(paths).map(schema.parse_sequence_example)
-              .as_numpy_iterator())
+  return list(tf.data.TFRecordDataset(paths).map(schema.parse_sequence_example).as_numpy_iterator())
 
 
 def test_svilm_shards_match_source_shards(tmp_path):
   shard_dir = str(tmp_path / "shards")
   config = build.default_config()
-  config.update(dict(num_train=8, num_val=4, num_compositional=2, num_shards_train=2,
-                     num_shards_val=1, num_shards_compositional=1, num_frames=6,
-                     num_workers=1, vocab_size=64))
+  config.update(
+    dict(
+      num_train=8,
+      num_val=4,
+      num_compositional=2,
+      num_shards_train=2,
+      num_shards_val=1,
+      num_shards_compositional=1,
+      num_frames=6,
+      num_workers=1,
+      vocab_size=64,
+    )
+  )
   build.build(shard_dir, config)
   builder = tfds.builder("svilm_shards", data_dir=str(tmp_path / "tfds"))
   builder.download_and_prepare(**_shard_kwargs(shard_dir))
   assert set(builder.info.splits) == {"train", "val", "compositional"}
   for split, count in (("train", 8), ("val", 4), ("compositional", 2)):
     source = {r["video_id"]: r for r in _read_shards(shard_dir, split)}
-    loaded = list(tfds.load("svilm_shards", split=split, data_dir=str(tmp_path / "tfds"),
-                            download_and_prepare_kwargs=_shard_kwargs(shard_dir))
-                  .as_numpy_iterator())
+    loaded = list(
+      tfds.load(
+        "svilm_shards",
+        split=split,
+        data_dir=str(tmp_path / "tfds"),
+        download_and_prepare_kwargs=_shard_kwargs(shard_dir),
+      ).as_numpy_iterator()
+    )
     assert len(loaded) == len(source) == count
     assert {ex["caption"] for ex in loaded} == {r["caption"] for r in source.values()}
     for ex in loaded:
@@ -112,15 +129,29 @@ def test_svilm_shards_real_video_of_varying_sizes(tmp_path):
   # Real video: no annotations, and frame size differs between videos.
   shard_dir = str(tmp_path / "shards")
   os.makedirs(shard_dir)
-  records = [schema.VideoRecord(video_id="a", frames=[_jpeg(24, 40, 10)] * 3, caption="cat",
-                                height=24, width=40, nouns=["cat"], noun_object=[-1]),
-             schema.VideoRecord(video_id="b", frames=[_jpeg(32, 32, 200)] * 2, caption="dog",
-                                height=32, width=32)]
+  records = [
+    schema.VideoRecord(
+      video_id="a",
+      frames=[_jpeg(24, 40, 10)] * 3,
+      caption="cat",
+      height=24,
+      width=40,
+      nouns=["cat"],
+      noun_object=[-1],
+    ),
+    schema.VideoRecord(
+      video_id="b", frames=[_jpeg(32, 32, 200)] * 2, caption="dog", height=32, width=32
+    ),
+  ]
   with tf.io.TFRecordWriter(os.path.join(shard_dir, "test-00000-of-00001.tfrecord")) as writer:
     for record in records:
       writer.write(schema.to_sequence_example(record).SerializeToString())
-  ds = tfds.load("svilm_shards", split="test", data_dir=str(tmp_path / "tfds"),
-                 download_and_prepare_kwargs=_shard_kwargs(shard_dir))
+  ds = tfds.load(
+    "svilm_shards",
+    split="test",
+    data_dir=str(tmp_path / "tfds"),
+    download_and_prepare_kwargs=_shard_kwargs(shard_dir),
+  )
   examples = {ex["video_id"]: ex for ex in ds.as_numpy_iterator()}
   assert examples[b"a"]["frames"].shape == (3, 24, 40, 3)
   assert examples[b"b"]["frames"].shape == (2, 32, 32, 3)
@@ -132,4 +163,5 @@ def test_svilm_shards_real_video_of_varying_sizes(tmp_path):
 def test_svilm_shards_without_shards_fails(tmp_path):
   with pytest.raises(ValueError, match="no {split}"):
     tfds.builder("svilm_shards", data_dir=str(tmp_path / "tfds")).download_and_prepare(
-        **_shard_kwargs(str(tmp_path)))
+      **_shard_kwargs(str(tmp_path))
+    )

@@ -2,7 +2,6 @@
 
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -18,13 +17,19 @@ def test_training_lowers_the_loss(tiny, setup):
   tiny.total_steps = 40
   ctx, sources, tokenizer = setup(tiny)
   config, mesh = ctx.config, ctx.mesh
-  ds = data_setup.make_dataset(config, sources.train_files[0], tokenizer,
-                               batch_size=config.batch_size, train=True, seed=config.seed)
+  ds = data_setup.make_dataset(
+    config,
+    sources.train_files[0],
+    tokenizer,
+    batch_size=config.batch_size,
+    train=True,
+    seed=config.seed,
+  )
   step, state = ctx.jit_train_step(), ctx.init_state()
   batch = sharding.to_global(next(input_pipeline.as_numpy(ds)), mesh)
   losses = []
   for _ in range(config.total_steps):
-    state, metrics = step(state, batch)   # one fixed batch: the model must fit it
+    state, metrics = step(state, batch)  # one fixed batch: the model must fit it
     losses.append({k: float(v) for k, v in metrics.items() if k.startswith("loss/")})
   # Measured: total 4.40 -> ~3.4 and contrast 2.08 (= ln 8, chance) -> ~1.4 over 40 steps.
   first = losses[0]
@@ -45,7 +50,8 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tiny, tmp_path):
   tiny.total_steps = 6
   with pytest.raises(trainer.NonFiniteLossError, match="last good checkpoint is step 2"):
     trainer.train_and_evaluate(tiny, str(tmp_path))
-  steps = sorted(int(d) for d in os.listdir(checkpointing.checkpoint_dir(str(tmp_path)))
-                 if d.isdigit())
+  steps = sorted(
+    int(d) for d in os.listdir(checkpointing.checkpoint_dir(str(tmp_path))) if d.isdigit()
+  )
   assert steps == [1, 2]
   assert not os.path.exists(tmp_path / "eval_results.json")

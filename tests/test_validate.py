@@ -17,7 +17,7 @@ from data_pipelines import validate
 from data_pipelines.shapesworld import build
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-H, W = 8, 8   # frame size of the hand-made records
+H, W = 8, 8  # frame size of the hand-made records
 
 
 def _image(array: np.ndarray, fmt: str) -> bytes:
@@ -37,17 +37,33 @@ def _good(video_id: str = "v0", num_objects: int = 1) -> tf.train.SequenceExampl
     mask = np.zeros((H, W), np.uint8)
     mask[2:4, 2:6] = 1
     annotations = dict(
-        object_names=["red square"], nouns=["a red square"], noun_object=[0],
-        boxes=np.array([[[0.25, 0.25, 0.5, 0.75]]] * 2, np.float32),
-        visible=np.ones((2, 1), np.int64), masks=[_image(mask, "PNG")] * 2,
-        segment_object=[0])
+      object_names=["red square"],
+      nouns=["a red square"],
+      noun_object=[0],
+      boxes=np.array([[[0.25, 0.25, 0.5, 0.75]]] * 2, np.float32),
+      visible=np.ones((2, 1), np.int64),
+      masks=[_image(mask, "PNG")] * 2,
+      segment_object=[0],
+    )
   else:
     annotations = dict(segment_object=[-1])
-  return schema.to_sequence_example(schema.VideoRecord(
-      video_id=video_id, frames=[_jpeg(), _jpeg()], caption="a red square moves", height=H,
-      width=W, source="test", segment_start=[0], segment_end=[2],
-      segment_caption=["a red square moves"], segment_action=[3], qa_question=["what?"],
-      qa_answer=["red"], **annotations))
+  return schema.to_sequence_example(
+    schema.VideoRecord(
+      video_id=video_id,
+      frames=[_jpeg(), _jpeg()],
+      caption="a red square moves",
+      height=H,
+      width=W,
+      source="test",
+      segment_start=[0],
+      segment_end=[2],
+      segment_caption=["a red square moves"],
+      segment_action=[3],
+      qa_question=["what?"],
+      qa_answer=["red"],
+      **annotations,
+    )
+  )
 
 
 def _write(path: str, records) -> str:
@@ -70,33 +86,59 @@ def _set_bytes(feature, value: bytes):
 
 # (mutation of a good record's context / feature lists, substring of its one problem message)
 _BAD = [
-    (lambda c, f: c["schema_version"].int64_list.value.__setitem__(0, 2),
-     "schema_version 2 != SCHEMA_VERSION 1"),
-    (lambda c, f: _set_bytes(f["frames"].feature[1], b"\xff\xd8 not really a jpeg"),
-     "frame 1: frame is not a decodable JPEG"),
-    (lambda c, f: _set_bytes(f["frames"].feature[0], _jpeg(16, 8)),
-     "frame 0: frame is 16x8, record says 8x8 (1 of 2 frames)"),
-    (lambda c, f: _set_bytes(c["caption"], b""), "caption is empty"),
-    (lambda c, f: _set_bytes(c["caption"], b"caf\xe9!"),
-     "caption is not valid UTF-8 (invalid continuation byte at byte 3)"),
-    (lambda c, f: c["nouns"].bytes_list.value.append(b"a circle"),
-     "nouns has 2 entries, noun_object 1"),
-    (lambda c, f: f["boxes"].feature[1].float_list.value.__setitem__(2, 1.5),
-     "frame 1: box value outside [0, 1] (1 of 2 frames)"),
-    (lambda c, f: [b.float_list.value.pop() for b in f["boxes"].feature],
-     "frame 0: boxes has 3 values, expected 4 for 1 objects (2 of 2 frames)"),
-    (lambda c, f: c["segment_end"].int64_list.value.__setitem__(0, 5),
-     "segment 0 [0, 5) not within 0 <= start < end <= 2 frames"),
-    (lambda c, f: c["caption"].ClearField("bytes_list") or c["caption"].int64_list.value.append(1),
-     "does not parse with the schema"),
-    (lambda c, f: _set_bytes(f["masks"].feature[0], _image(np.full((H, W), 2, np.uint8), "PNG")),
-     "frame 0: mask value 2 > num_objects 1"),
-    (lambda c, f: c["captions"].bytes_list.value.extend([b"a blue square", b"a red square"]),
-     "captions[0] 'a blue square' is not caption 'a red square moves'"),
-    (lambda c, f: c["captions"].bytes_list.value.extend([b"a red square moves", b" "]),
-     "captions[1] is empty"),
-    (lambda c, f: c["captions"].bytes_list.value.extend([b"a red square moves", b"caf\xe9"]),
-     "captions[1] is not valid UTF-8"),
+  (
+    lambda c, f: c["schema_version"].int64_list.value.__setitem__(0, 2),
+    "schema_version 2 != SCHEMA_VERSION 1",
+  ),
+  (
+    lambda c, f: _set_bytes(f["frames"].feature[1], b"\xff\xd8 not really a jpeg"),
+    "frame 1: frame is not a decodable JPEG",
+  ),
+  (
+    lambda c, f: _set_bytes(f["frames"].feature[0], _jpeg(16, 8)),
+    "frame 0: frame is 16x8, record says 8x8 (1 of 2 frames)",
+  ),
+  (lambda c, f: _set_bytes(c["caption"], b""), "caption is empty"),
+  (
+    lambda c, f: _set_bytes(c["caption"], b"caf\xe9!"),
+    "caption is not valid UTF-8 (invalid continuation byte at byte 3)",
+  ),
+  (
+    lambda c, f: c["nouns"].bytes_list.value.append(b"a circle"),
+    "nouns has 2 entries, noun_object 1",
+  ),
+  (
+    lambda c, f: f["boxes"].feature[1].float_list.value.__setitem__(2, 1.5),
+    "frame 1: box value outside [0, 1] (1 of 2 frames)",
+  ),
+  (
+    lambda c, f: [b.float_list.value.pop() for b in f["boxes"].feature],
+    "frame 0: boxes has 3 values, expected 4 for 1 objects (2 of 2 frames)",
+  ),
+  (
+    lambda c, f: c["segment_end"].int64_list.value.__setitem__(0, 5),
+    "segment 0 [0, 5) not within 0 <= start < end <= 2 frames",
+  ),
+  (
+    lambda c, f: c["caption"].ClearField("bytes_list") or c["caption"].int64_list.value.append(1),
+    "does not parse with the schema",
+  ),
+  (
+    lambda c, f: _set_bytes(f["masks"].feature[0], _image(np.full((H, W), 2, np.uint8), "PNG")),
+    "frame 0: mask value 2 > num_objects 1",
+  ),
+  (
+    lambda c, f: c["captions"].bytes_list.value.extend([b"a blue square", b"a red square"]),
+    "captions[0] 'a blue square' is not caption 'a red square moves'",
+  ),
+  (
+    lambda c, f: c["captions"].bytes_list.value.extend([b"a red square moves", b" "]),
+    "captions[1] is empty",
+  ),
+  (
+    lambda c, f: c["captions"].bytes_list.value.extend([b"a red square moves", b"caf\xe9"]),
+    "captions[1] is not valid UTF-8",
+  ),
 ]
 
 
@@ -114,7 +156,7 @@ def bad_files(tmp_path_factory):
   whole = _write(str(directory / "truncated.tfrecord"), [_good(f"t{i}") for i in range(3)])
   with open(whole, "rb") as f:
     data = f.read()
-  with open(whole, "wb") as f:   # cut into the payload of the third record
+  with open(whole, "wb") as f:  # cut into the payload of the third record
     f.write(data[:-40])
   expected[(whole, 2)] = "unreadable: truncated record"
   return [mixed, whole], expected
@@ -123,9 +165,19 @@ def bad_files(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shapesworld_dir(tmp_path_factory):
   config = build.default_config()
-  config.update(dict(num_train=8, num_val=4, num_compositional=4, num_shards_train=2,
-                     num_shards_val=1, num_shards_compositional=1, num_frames=8,
-                     num_workers=1, vocab_size=128))
+  config.update(
+    dict(
+      num_train=8,
+      num_val=4,
+      num_compositional=4,
+      num_shards_train=2,
+      num_shards_val=1,
+      num_shards_compositional=1,
+      num_frames=8,
+      num_workers=1,
+      vocab_size=128,
+    )
+  )
   directory = str(tmp_path_factory.mktemp("shapesworld"))
   build.build(directory, config)
   return directory
@@ -134,7 +186,7 @@ def shapesworld_dir(tmp_path_factory):
 def test_shapesworld_build_is_clean(shapesworld_dir):
   report = validate.validate([shapesworld_dir])
   assert report.problems == []
-  assert len(report.files) == 4   # train x2, val, compositional
+  assert len(report.files) == 4  # train x2, val, compositional
   assert (report.num_records, report.num_frames) == (16, 16 * 8)
   assert [f.records for f in report.files] == [4, 4, 4, 4]
 
@@ -148,8 +200,10 @@ def test_each_bad_record_reported_once_at_its_index(bad_files):
     assert message in found.get(key, ""), (key, found.get(key))
   # The good records (0 and 1) and the truncated file's first two records pass; the truncated
   # file counts the records it could read.
-  assert [(f.records, f.frames) for f in report.files] == [(len(_BAD) + 4, 2 * (len(_BAD) + 2)),
-                                                          (2, 4)]
+  assert [(f.records, f.frames) for f in report.files] == [
+    (len(_BAD) + 4, 2 * (len(_BAD) + 2)),
+    (2, 4),
+  ]
 
 
 def test_decode_frames_false_skips_decoding(bad_files):
@@ -166,33 +220,44 @@ def test_decode_frames_false_skips_decoding(bad_files):
 def test_paths_globs_and_missing(bad_files, tmp_path):
   paths, _ = bad_files
   directory = os.path.dirname(paths[0])
-  files, problems = validate.expand_paths([directory, os.path.join(directory, "mix*"),
-                                           str(tmp_path / "none.tfrecord")])
-  assert files == sorted(paths)   # the glob's match is listed once
-  assert problems == [validate.Problem(str(tmp_path / "none.tfrecord"), None,
-                                       "matches no TFRecord file")]
+  files, problems = validate.expand_paths(
+    [directory, os.path.join(directory, "mix*"), str(tmp_path / "none.tfrecord")]
+  )
+  assert files == sorted(paths)  # the glob's match is listed once
+  assert problems == [
+    validate.Problem(str(tmp_path / "none.tfrecord"), None, "matches no TFRecord file")
+  ]
 
 
 def test_format_report_caps_problems():
   report = validate.Report(
-      files=[validate.FileCount("a.tfrecord", 3, 30)],
-      problems=[validate.Problem("a.tfrecord", i, f"p{i}") for i in range(3)])
+    files=[validate.FileCount("a.tfrecord", 3, 30)],
+    problems=[validate.Problem("a.tfrecord", i, f"p{i}") for i in range(3)],
+  )
   assert validate.format_report(report, max_problems=2).splitlines() == [
-      "a.tfrecord: 3 records, 30 frames",
-      "total: 3 records, 30 frames, 3 problems",
-      "a.tfrecord:0: p0",
-      "a.tfrecord:1: p1",
-      "... 1 more problems not shown (--max_problems)",
-      "validate: 3 records in 1 files, 3 problems"]
+    "a.tfrecord: 3 records, 30 frames",
+    "total: 3 records, 30 frames, 3 problems",
+    "a.tfrecord:0: p0",
+    "a.tfrecord:1: p1",
+    "... 1 more problems not shown (--max_problems)",
+    "validate: 3 records in 1 files, 3 problems",
+  ]
 
 
 @pytest.mark.parametrize("which, code", [("clean", 0), ("bad", 1)])
 def test_cli_exit_code(which, code, shapesworld_dir, bad_files):
   paths = [shapesworld_dir] if which == "clean" else bad_files[0]
-  result = subprocess.run([sys.executable, "-m", "data_pipelines.validate", *paths,
-                           "--max_problems=1"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          check=False)
+  result = subprocess.run(
+    [sys.executable, "-m", "data_pipelines.validate", *paths, "--max_problems=1"],
+    cwd=REPO_ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
   assert result.returncode == code, result.stderr
   last = result.stdout.strip().splitlines()[-1]
-  assert last == ("validate: 16 records in 4 files, 0 problems" if which == "clean" else
-                  f"validate: {len(_BAD) + 6} records in 2 files, {len(_BAD) + 3} problems")
+  assert last == (
+    "validate: 16 records in 4 files, 0 problems"
+    if which == "clean"
+    else f"validate: {len(_BAD) + 6} records in 2 files, {len(_BAD) + 3} problems"
+  )

@@ -15,22 +15,29 @@ import sys
 from tests.conftest import REPO_ROOT
 
 SCRIPT = "benchmarks/vs_pytorch.py"
-TINY_ARGS = ["--config=configs/pretrain.py:tiny", "--steps=2", "--rounds=2", "--warmup=1",
-             "--batch_size=4"]
+TINY_ARGS = [
+  "--config=configs/pretrain.py:tiny",
+  "--steps=2",
+  "--rounds=2",
+  "--warmup=1",
+  "--batch_size=4",
+]
 INSTALL_HINT = 'pip install -e ".[pytorch_reference]"'
 
 
 def _env() -> dict:
   # conftest gives every test process 8 fake CPU devices; the benchmark measures one real CPU.
   env = dict(os.environ)
-  env["XLA_FLAGS"] = env.get("XLA_FLAGS", "").replace(
-      "--xla_force_host_platform_device_count=8", "").strip()
+  env["XLA_FLAGS"] = (
+    env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
+  )
   return env
 
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
-  return subprocess.run(argv, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
-                        timeout=300)
+  return subprocess.run(
+    argv, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300
+  )
 
 
 def _assert_install_hint(result: subprocess.CompletedProcess) -> None:
@@ -40,8 +47,10 @@ def _assert_install_hint(result: subprocess.CompletedProcess) -> None:
 
 def test_without_torch_exits_with_install_hint():
   # sys.modules[name] = None makes `import torch` raise ImportError even where it is installed.
-  code = ("import runpy, sys; sys.modules['torch'] = None; "
-          f"sys.argv = {[SCRIPT] + TINY_ARGS!r}; runpy.run_path({SCRIPT!r}, run_name='__main__')")
+  code = (
+    "import runpy, sys; sys.modules['torch'] = None; "
+    f"sys.argv = {[SCRIPT] + TINY_ARGS!r}; runpy.run_path({SCRIPT!r}, run_name='__main__')"
+  )
   _assert_install_hint(_run([sys.executable, "-c", code]))
 
 
@@ -60,7 +69,7 @@ def test_tiny_benchmark_reports_both_sides():
   for side in ("ours", "pytorch"):
     assert 0 < figures[f"{side}_step_ms_min"] <= figures[f"{side}_step_ms"]
     assert figures[f"{side}_step_ms"] <= figures[f"{side}_step_ms_max"]
-    assert 0 < figures[f"{side}_cpu_util"] <= 1.05   # per-core share; a little timer slack
+    assert 0 < figures[f"{side}_cpu_util"] <= 1.05  # per-core share; a little timer slack
   assert abs(figures["ratio"] - figures["ours_step_ms"] / figures["pytorch_step_ms"]) < 1e-2
   # Hand count of the tiny step (batch 4, 64 tokens of width 128, 2 blocks, MLP 512, 2
   # grouping blocks, 8 groups), forward matmul FLOPs = 2 * multiply-adds:

@@ -57,7 +57,7 @@ from data_pipelines import build_shards
 SOURCE = "msrvtt"
 TRAIN_SPLIT, TEST_SPLIT = "train", "test"
 VIDEO_EXTENSION = ".mp4"
-_MAX_NAMED = 10   # ids named in one error message
+_MAX_NAMED = 10  # ids named in one error message
 
 
 def _named(ids: Sequence[str]) -> str:
@@ -72,8 +72,10 @@ def _csv_rows(text: str, path: str, required: Sequence[str]) -> List[Dict[str, s
   missing = [c for c in required if c not in columns]
   if missing:
     raise ValueError(f"{path}: CSV header {columns} lacks the column(s) {missing}")
-  return [{(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in
-           row.items()} for row in reader]
+  return [
+    {(k or "").strip(): (v or "").strip() if isinstance(v, str) else "" for k, v in row.items()}
+    for row in reader
+  ]
 
 
 def _check_ids(ids: Sequence[str], path: str) -> None:
@@ -104,7 +106,8 @@ def read_sentences(data_json: str) -> Dict[str, List[str]]:
       raise ValueError(f"{data_json}: sentences[{n}] has no video_id")
     caption = item.get("caption")
     captions.setdefault(str(item["video_id"]), []).append(
-        "" if caption is None else str(caption).strip())
+      "" if caption is None else str(caption).strip()
+    )
   return captions
 
 
@@ -144,19 +147,28 @@ def _entry(video_id: str, captions: Sequence[str]) -> annotations.Entry:
   try:
     video_id.encode("utf-8")
     error = annotations.captions_error(captions)
-  except UnicodeEncodeError:   # a lone surrogate from a byte that is not UTF-8
+  except UnicodeEncodeError:  # a lone surrogate from a byte that is not UTF-8
     error = "video id is not valid UTF-8"
-  return annotations.Entry(video=video_id + VIDEO_EXTENSION, caption=captions[0], start=None,
-                           end=None, id=video_id, error=error, captions=tuple(captions))
+  return annotations.Entry(
+    video=video_id + VIDEO_EXTENSION,
+    caption=captions[0],
+    start=None,
+    end=None,
+    id=video_id,
+    error=error,
+    captions=tuple(captions),
+  )
 
 
-def train_entries(sentences: Dict[str, List[str]], video_ids: Sequence[str],
-                  where: str = "the train list") -> List[annotations.Entry]:
+def train_entries(
+  sentences: Dict[str, List[str]], video_ids: Sequence[str], where: str = "the train list"
+) -> List[annotations.Entry]:
   """One entry per id of `video_ids` with all its sentences; raises on ids without any."""
   missing = [v for v in video_ids if not sentences.get(v)]
   if missing:
-    raise ValueError(f"{where}: {len(missing)} video(s) have no sentences in MSRVTT_data.json: "
-                     f"{_named(missing)}")
+    raise ValueError(
+      f"{where}: {len(missing)} video(s) have no sentences in MSRVTT_data.json: {_named(missing)}"
+    )
   return [_entry(v, sentences[v]) for v in video_ids]
 
 
@@ -171,9 +183,16 @@ def _sha256(*paths: str) -> str:
   return hashlib.sha256(hashes.encode("ascii")).hexdigest()
 
 
-def build_msrvtt(data_json: Optional[str], train_list: Optional[str], test_csv: Optional[str],
-                 video_root: str, output_dir: str, *, tokenizer_vocab_size: int = 0,
-                 **knobs: Any) -> Dict[str, Dict[str, Any]]:
+def build_msrvtt(
+  data_json: Optional[str],
+  train_list: Optional[str],
+  test_csv: Optional[str],
+  video_root: str,
+  output_dir: str,
+  *,
+  tokenizer_vocab_size: int = 0,
+  **knobs: Any,
+) -> Dict[str, Dict[str, Any]]:
   """Writes the `train` (from data_json + train_list) and `test` (from test_csv) shards.
 
   A split whose file is None is not built (data_json is needed for train only). `knobs` are
@@ -188,28 +207,37 @@ def build_msrvtt(data_json: Optional[str], train_list: Optional[str], test_csv: 
     raise ValueError("give a train list, a test CSV or both")
   if train_list is not None and data_json is None:
     raise ValueError("the train split needs MSRVTT_data.json (data_json)")
-  splits = []   # (split, entries, sha256 of the files they came from)
+  splits = []  # (split, entries, sha256 of the files they came from)
   if train_list is not None:
     entries = train_entries(read_sentences(data_json), read_video_list(train_list), train_list)
     splits.append((TRAIN_SPLIT, entries, _sha256(data_json, train_list)))
   if test_csv is not None:
-    splits.append((TEST_SPLIT, jsfusion_test_entries(read_test_csv(test_csv)),
-                   _sha256(test_csv)))
+    splits.append((TEST_SPLIT, jsfusion_test_entries(read_test_csv(test_csv)), _sha256(test_csv)))
   summaries = {}
   for split, entries, digest in splits:
     summaries[split] = build_shards.build_entries(
-        entries, video_root, output_dir, source=SOURCE, annotations_sha256=digest, split=split,
-        tokenizer_vocab_size=tokenizer_vocab_size if split == TRAIN_SPLIT else 0, **knobs)
+      entries,
+      video_root,
+      output_dir,
+      source=SOURCE,
+      annotations_sha256=digest,
+      split=split,
+      tokenizer_vocab_size=tokenizer_vocab_size if split == TRAIN_SPLIT else 0,
+      **knobs,
+    )
   return summaries
 
 
 def _define_flags() -> None:
   # Defined only when run as a program, so importing this module adds no flags.
   flags.DEFINE_string("data_json", None, "MSRVTT_data.json (needed with --train_list).")
-  flags.DEFINE_string("train_list", None, "Training video ids: CSV with a video_id column "
-                      "(MSRVTT_train.9k.csv) or one id per line. Unset: no train split.")
-  flags.DEFINE_string("test_csv", None, "MSRVTT_JSFUSION_test.csv (1k-A). Unset: no test "
-                      "split.")
+  flags.DEFINE_string(
+    "train_list",
+    None,
+    "Training video ids: CSV with a video_id column "
+    "(MSRVTT_train.9k.csv) or one id per line. Unset: no train split.",
+  )
+  flags.DEFINE_string("test_csv", None, "MSRVTT_JSFUSION_test.csv (1k-A). Unset: no test split.")
   flags.DEFINE_string("video_root", None, "Directory holding <video_id>.mp4.")
   flags.DEFINE_string("output", None, "Output directory for shards, manifests and reports.")
   build_shards.define_build_flags("a split's videos")
@@ -219,14 +247,18 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  summaries = build_msrvtt(f.data_json, f.train_list, f.test_csv, f.video_root, f.output,
-                          **build_shards.build_knobs())
+  summaries = build_msrvtt(
+    f.data_json, f.train_list, f.test_csv, f.video_root, f.output, **build_shards.build_knobs()
+  )
   for split, summary in summaries.items():
     print(f"{split}: {summary['line']}")
   failed = [split for split, summary in summaries.items() if not summary["ok"]]
   if failed:
-    print(f"msrvtt: more than --max_skipped_fraction={f.max_skipped_fraction} of the videos "
-          f"of {', '.join(failed)} were skipped", file=sys.stderr)
+    print(
+      f"msrvtt: more than --max_skipped_fraction={f.max_skipped_fraction} of the videos "
+      f"of {', '.join(failed)} were skipped",
+      file=sys.stderr,
+    )
     sys.exit(1)
 
 

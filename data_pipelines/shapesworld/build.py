@@ -57,30 +57,51 @@ _SHARD_RE = re.compile(r"^(train|val|compositional)-\d{5}-of-\d{5}\.tfrecord$")
 
 def default_config() -> ml_collections.ConfigDict:
   """The default ShapesWorld: 16 frames at 64 px, 1-3 objects, 1-2 action phases."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       seed=0,
-      num_train=4096, num_val=512, num_compositional=256,
-      num_shards_train=8, num_shards_val=2, num_shards_compositional=2,
-      num_frames=16, resolution=64, fps=8.0,
-      min_objects=1, max_objects=3,
-      min_phases=1, max_phases=2,
-      min_segment_frames=3,      # shortest action phase, frames
-      idle_weight=0.3,           # relative weight of idle stretches around the phases
-      concurrent_prob=0.25,      # chance that a second object acts during a phase ("while")
-      distractor_prob=0.5,       # chance that a further object shares colour or shape
-      min_object_size=0.22, max_object_size=0.40,   # shape extent, fraction of the frame
+      num_train=4096,
+      num_val=512,
+      num_compositional=256,
+      num_shards_train=8,
+      num_shards_val=2,
+      num_shards_compositional=2,
+      num_frames=16,
+      resolution=64,
+      fps=8.0,
+      min_objects=1,
+      max_objects=3,
+      min_phases=1,
+      max_phases=2,
+      min_segment_frames=3,  # shortest action phase, frames
+      idle_weight=0.3,  # relative weight of idle stretches around the phases
+      concurrent_prob=0.25,  # chance that a second object acts during a phase ("while")
+      distractor_prob=0.5,  # chance that a further object shares colour or shape
+      min_object_size=0.22,
+      max_object_size=0.40,  # shape extent, fraction of the frame
       holdout_combos=(("green", "square"), ("purple", "triangle")),
       jpeg_quality=95,
       vocab_size=512,
-      num_workers=2,             # processes for builds of >= MIN_FRAMES_FOR_WORKERS frames
-  ))
+      num_workers=2,  # processes for builds of >= MIN_FRAMES_FOR_WORKERS frames
+    )
+  )
 
 
 def long_video_config() -> ml_collections.ConfigDict:
   """Long videos: 96 frames, 3-5 phases of >= 8 frames with idle stretches between them."""
   config = default_config()
-  config.update(dict(num_frames=96, min_phases=3, max_phases=5, min_segment_frames=8,
-                     idle_weight=1.0, num_train=1024, num_val=256, num_compositional=128))
+  config.update(
+    dict(
+      num_frames=96,
+      min_phases=3,
+      max_phases=5,
+      min_segment_frames=8,
+      idle_weight=1.0,
+      num_train=1024,
+      num_val=256,
+      num_compositional=128,
+    )
+  )
   return config
 
 
@@ -124,25 +145,35 @@ def video_fields(config, split: str, index: int) -> Dict[str, Any]:
   qa = text.qa_pairs(scene)
   actions = [text.ACTIONS.index(s.action) for s in scene.segments]
   return dict(
-      video_id=f"{split}-{index:06d}", source=SOURCE,
-      frames=[_encode(f, format="JPEG", quality=config.jpeg_quality) for f in rendering.frames],
-      masks=[_encode(m, format="PNG") for m in rendering.masks],
-      caption=caption, height=scene.height, width=scene.width, fps=config.fps,
-      nouns=nouns, noun_object=noun_object,
-      object_names=[text.object_name(o.colour, o.shape) for o in scene.objects],
-      action_labels=list(dict.fromkeys(actions)),   # distinct, in order of first occurrence
-      segment_start=[s.start for s in scene.segments],
-      segment_end=[s.end for s in scene.segments],
-      segment_caption=text.segment_captions(scene),
-      segment_action=actions, segment_object=[s.obj for s in scene.segments],
-      qa_question=[q for q, _ in qa], qa_answer=[a for _, a in qa],
-      boxes=rendering.boxes, visible=rendering.visible)
+    video_id=f"{split}-{index:06d}",
+    source=SOURCE,
+    frames=[_encode(f, format="JPEG", quality=config.jpeg_quality) for f in rendering.frames],
+    masks=[_encode(m, format="PNG") for m in rendering.masks],
+    caption=caption,
+    height=scene.height,
+    width=scene.width,
+    fps=config.fps,
+    nouns=nouns,
+    noun_object=noun_object,
+    object_names=[text.object_name(o.colour, o.shape) for o in scene.objects],
+    action_labels=list(dict.fromkeys(actions)),  # distinct, in order of first occurrence
+    segment_start=[s.start for s in scene.segments],
+    segment_end=[s.end for s in scene.segments],
+    segment_caption=text.segment_captions(scene),
+    segment_action=actions,
+    segment_object=[s.obj for s in scene.segments],
+    qa_question=[q for q, _ in qa],
+    qa_answer=[a for _, a in qa],
+    boxes=rendering.boxes,
+    visible=rendering.visible,
+  )
 
 
 def _schema():
   # Imported on use, not at module level: spawned workers import this module and would
   # otherwise each spend seconds importing TensorFlow (through schema) they never use.
   from data_pipelines import schema  # pylint: disable=g-import-not-at-top
+
   return schema
 
 
@@ -170,9 +201,10 @@ def _write_split(output_dir, config, split, map_fn, tmp_prefix, texts) -> List[s
   """Writes one split's shards under temporary names; appends train text to `texts`."""
   count, num_shards = config[f"num_{split}"], config[f"num_shards_{split}"]
   names = _shard_names(split, num_shards)
-  videos = map_fn([(split, i) for i in range(count)])   # workers start on these now
+  videos = map_fn([(split, i) for i in range(count)])  # workers start on these now
   # TF imported once the workers are busy (the first import takes seconds).
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
   schema = _schema()
   for shard, name in enumerate(names):
     lo, hi = shard * count // num_shards, (shard + 1) * count // num_shards
@@ -180,12 +212,18 @@ def _write_split(output_dir, config, split, map_fn, tmp_prefix, texts) -> List[s
       for _ in range(lo, hi):
         fields = next(videos)
         # deterministic=True sorts the context map keys, otherwise the bytes vary by process.
-        writer.write(schema.to_sequence_example(schema.VideoRecord(**fields))
-                     .SerializeToString(deterministic=True))
+        writer.write(
+          schema.to_sequence_example(schema.VideoRecord(**fields)).SerializeToString(
+            deterministic=True
+          )
+        )
         if split == "train":
           texts += text.tokenizer_texts(
-              fields["caption"], fields["segment_caption"], fields["nouns"],
-              list(zip(fields["qa_question"], fields["qa_answer"])))
+            fields["caption"],
+            fields["segment_caption"],
+            fields["nouns"],
+            list(zip(fields["qa_question"], fields["qa_answer"])),
+          )
   return names
 
 
@@ -209,9 +247,11 @@ def build(output_dir: str, config: ml_collections.ConfigDict) -> Dict[str, Any]:
       return manifest
     differ = sorted(k for k in set(key) | set(old_key) if key.get(k) != old_key.get(k))
     differ += [k for k, v in versions.items() if manifest.get(k) != v]
-    raise ValueError(f"{output_dir} already holds a ShapesWorld dataset built from a different "
-                     f"config or code (differs in: {differ}); use another output dir or delete "
-                     "it to rebuild")
+    raise ValueError(
+      f"{output_dir} already holds a ShapesWorld dataset built from a different "
+      f"config or code (differs in: {differ}); use another output dir or delete "
+      "it to rebuild"
+    )
   os.makedirs(output_dir, exist_ok=True)
   start = time.time()
   # Per-process temporary names: two hosts building the same config never clobber each other
@@ -240,51 +280,69 @@ def _build(output_dir, config, key, tmp_prefix) -> Dict[str, Any]:
     # spawn, not fork: the caller may already run JAX or TF threads, which fork can deadlock.
     # An executor, not a Pool: a worker that dies while starting (a script calling build()
     # without an `if __name__ == "__main__"` guard) breaks it loudly instead of hanging.
-    executor = futures.ProcessPoolExecutor(config.num_workers,
-                                           mp_context=multiprocessing.get_context("spawn"))
+    executor = futures.ProcessPoolExecutor(
+      config.num_workers, mp_context=multiprocessing.get_context("spawn")
+    )
   try:
-    map_fn = ((lambda items: executor.map(worker, items, chunksize=16)) if executor
-              else (lambda items: map(worker, items)))
+    map_fn = (
+      (lambda items: executor.map(worker, items, chunksize=16))
+      if executor
+      else (lambda items: map(worker, items))
+    )
     for split in SPLITS:
       files[split] = _write_split(output_dir, config, split, map_fn, tmp_prefix, texts)
   except futures.process.BrokenProcessPool as e:
     raise RuntimeError(
-        "ShapesWorld worker processes died. Spawned workers re-import the main module: call "
-        "build() under `if __name__ == '__main__':`, or set num_workers=1.") from e
+      "ShapesWorld worker processes died. Spawned workers re-import the main module: call "
+      "build() under `if __name__ == '__main__':`, or set num_workers=1."
+    ) from e
   finally:
     if executor is not None:
       executor.shutdown(wait=True, cancel_futures=True)
-  tokenizer.train_tokenizer(texts, os.path.join(output_dir, tmp_prefix + "tokenizer.model"),
-                            config.vocab_size)
+  tokenizer.train_tokenizer(
+    texts, os.path.join(output_dir, tmp_prefix + "tokenizer.model"), config.vocab_size
+  )
   for name, lines in (("actions.txt", text.ACTIONS), ("answers.txt", text.ANSWERS)):
     with open(os.path.join(output_dir, tmp_prefix + name), "w") as f:
       f.write("".join(f"{line}\n" for line in lines))
   final = [n for names in files.values() for n in names]
   for name in final + ["tokenizer.model", "actions.txt", "answers.txt"]:
     os.replace(os.path.join(output_dir, tmp_prefix + name), os.path.join(output_dir, name))
-  for name in os.listdir(output_dir):   # shards of an earlier, unfinished build
+  for name in os.listdir(output_dir):  # shards of an earlier, unfinished build
     if _SHARD_RE.match(name) and name not in final:
       os.remove(os.path.join(output_dir, name))
   manifest = dict(
-      _versions(), config=key, source=SOURCE,
-      counts={split: config[f"num_{split}"] for split in SPLITS}, files=files,
-      tokenizer="tokenizer.model", vocab_size=tokenizer.Tokenizer(
-          os.path.join(output_dir, "tokenizer.model")).vocab_size,
-      actions="actions.txt", answers="answers.txt")
+    _versions(),
+    config=key,
+    source=SOURCE,
+    counts={split: config[f"num_{split}"] for split in SPLITS},
+    files=files,
+    tokenizer="tokenizer.model",
+    vocab_size=tokenizer.Tokenizer(os.path.join(output_dir, "tokenizer.model")).vocab_size,
+    actions="actions.txt",
+    answers="answers.txt",
+  )
   with open(os.path.join(output_dir, tmp_prefix + MANIFEST), "w") as f:
     json.dump(manifest, f, indent=2, sort_keys=True)
-  os.replace(os.path.join(output_dir, tmp_prefix + MANIFEST),
-             os.path.join(output_dir, MANIFEST))
+  os.replace(os.path.join(output_dir, tmp_prefix + MANIFEST), os.path.join(output_dir, MANIFEST))
   return manifest
 
 
 def _define_flags() -> None:
   # Defined only when run as a program, so importing build (e.g. from a trainer) adds no flags.
   flags.DEFINE_string("output", None, "Output directory.")
-  flags.DEFINE_enum("variant", "default", ["default", "long"], "default_config() or "
-                    "long_video_config().")
-  for name in ("seed", "num_train", "num_val", "num_compositional", "num_workers",
-               "num_frames", "resolution"):
+  flags.DEFINE_enum(
+    "variant", "default", ["default", "long"], "default_config() or long_video_config()."
+  )
+  for name in (
+    "seed",
+    "num_train",
+    "num_val",
+    "num_compositional",
+    "num_workers",
+    "num_frames",
+    "resolution",
+  ):
     flags.DEFINE_integer(name, None, f"Overrides config.{name}.")
   flags.mark_flag_as_required("output")
 
@@ -292,8 +350,15 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   config = default_config() if flags.FLAGS.variant == "default" else long_video_config()
-  for name in ("seed", "num_train", "num_val", "num_compositional", "num_workers",
-               "num_frames", "resolution"):
+  for name in (
+    "seed",
+    "num_train",
+    "num_val",
+    "num_compositional",
+    "num_workers",
+    "num_frames",
+    "resolution",
+  ):
     if flags.FLAGS[name].value is not None:
       config[name] = flags.FLAGS[name].value
   start = time.time()

@@ -26,8 +26,17 @@ if TYPE_CHECKING:  # world.py imports this module for the vocabularies.
 COLOURS = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "white")
 SHAPES = ("circle", "square", "triangle", "star", "diamond")
 # Class id = index. "change colour" turns the object into another palette colour.
-ACTIONS = ("move left", "move right", "move up", "move down", "grow", "shrink", "appear",
-           "disappear", "change colour")
+ACTIONS = (
+  "move left",
+  "move right",
+  "move up",
+  "move down",
+  "grow",
+  "shrink",
+  "appear",
+  "disappear",
+  "change colour",
+)
 NUMBER_WORDS = ("one", "two", "three", "four", "five", "six")
 NOTHING = "nothing"
 ANSWERS = COLOURS + SHAPES + ACTIONS + (NOTHING,) + NUMBER_WORDS
@@ -35,9 +44,16 @@ ANSWERS = COLOURS + SHAPES + ACTIONS + (NOTHING,) + NUMBER_WORDS
 MAX_NOUNS = 2
 NOUN_PROMPT = "a video of a {noun}"
 
-_VERBS = {"move left": "moves left", "move right": "moves right", "move up": "moves up",
-          "move down": "moves down", "grow": "grows", "shrink": "shrinks",
-          "appear": "appears", "disappear": "disappears"}
+_VERBS = {
+  "move left": "moves left",
+  "move right": "moves right",
+  "move up": "moves up",
+  "move down": "moves down",
+  "grow": "grows",
+  "shrink": "shrinks",
+  "appear": "appears",
+  "disappear": "disappears",
+}
 
 
 def object_name(colour: str, shape: str) -> str:
@@ -88,9 +104,12 @@ def clip_caption(scene: world.Scene) -> Tuple[str, List[str], List[int]]:
     concurrent = previous is not None and segment.start == previous.start
     if previous is None:
       subject = indefinite(name)
-    elif (not concurrent and segment.obj == previous.obj
-          and sum(s.start == previous.start for s in scene.segments) == 1):
-      subject = "it"   # only after a single-actor phase, where "it" is unambiguous
+    elif (
+      not concurrent
+      and segment.obj == previous.obj
+      and sum(s.start == previous.start for s in scene.segments) == 1
+    ):
+      subject = "it"  # only after a single-actor phase, where "it" is unambiguous
     elif segment.obj in mentioned:
       subject = f"the {name}"
     else:
@@ -132,8 +151,9 @@ def qa_pairs(scene: world.Scene) -> List[Tuple[str, str]]:
   return pairs
 
 
-def tokenizer_texts(caption: str, segment_caps: Sequence[str], nouns: Sequence[str],
-                    qa: Sequence[Tuple[str, str]]) -> List[str]:
+def tokenizer_texts(
+  caption: str, segment_caps: Sequence[str], nouns: Sequence[str], qa: Sequence[Tuple[str, str]]
+) -> List[str]:
   """The sentences of one video that the tokenizer is trained on (prompted nouns included)."""
   texts = [caption, *segment_caps, *nouns, *(NOUN_PROMPT.format(noun=n) for n in nouns)]
   for question, answer in qa:

@@ -31,12 +31,19 @@ from data_pipelines.shapesworld import text
 # Object colours are saturated (channel spread >= 160) or bright (white, all channels 245).
 # Backgrounds keep spread <= 80 and every channel <= 170, so no background pixel equals (or
 # comes within 35 levels of) an object colour.
-PALETTE = {"red": (230, 40, 40), "orange": (245, 140, 20), "yellow": (235, 225, 30),
-           "green": (40, 200, 60), "cyan": (30, 210, 225), "blue": (40, 80, 240),
-           "purple": (165, 50, 225), "white": (245, 245, 245)}
+PALETTE = {
+  "red": (230, 40, 40),
+  "orange": (245, 140, 20),
+  "yellow": (235, 225, 30),
+  "green": (40, 200, 60),
+  "cyan": (30, 210, 225),
+  "blue": (40, 80, 240),
+  "purple": (165, 50, 225),
+  "white": (245, 245, 245),
+}
 BACKGROUND_MAX_CHANNEL = 170.0
 BACKGROUND_KINDS = ("noise", "stripes", "gradient")
-_TERMINAL = ("disappear", "change colour")   # nothing may follow these for the same object
+_TERMINAL = ("disappear", "change colour")  # nothing may follow these for the same object
 
 
 def _star() -> np.ndarray:
@@ -56,32 +63,32 @@ EXTENT["star"] = (*_STAR.min(0), *_STAR.max(0))
 class Obj:
   colour: str
   shape: str
-  size: float   # r in pixels: the shape spans about 2r
-  x: float      # initial centre, pixels
+  size: float  # r in pixels: the shape spans about 2r
+  x: float  # initial centre, pixels
   y: float
 
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
-  start: int    # first frame
-  end: int      # one past the last frame
+  start: int  # first frame
+  end: int  # one past the last frame
   obj: int
   action: str
-  dx: float = 0.0     # total displacement / size change over the segment, pixels
+  dx: float = 0.0  # total displacement / size change over the segment, pixels
   dy: float = 0.0
   dsize: float = 0.0
-  colour: Optional[str] = None   # new colour of "change colour"
+  colour: Optional[str] = None  # new colour of "change colour"
 
 
 @dataclasses.dataclass(frozen=True)
 class Background:
-  kind: str                     # one of BACKGROUND_KINDS
+  kind: str  # one of BACKGROUND_KINDS
   base: Tuple[float, float, float]
   tint: Tuple[float, float, float]
   amplitude: float
-  angle: float                  # radians, stripes and gradient direction
-  period: float                 # stripes period, pixels
-  grid: int                     # noise lattice size
+  angle: float  # radians, stripes and gradient direction
+  period: float  # stripes period, pixels
+  grid: int  # noise lattice size
   noise_seed: int
 
 
@@ -91,16 +98,16 @@ class Scene:
   height: int
   width: int
   objects: Tuple[Obj, ...]
-  segments: Tuple[Segment, ...]   # ordered by start; concurrent segments share start and end
+  segments: Tuple[Segment, ...]  # ordered by start; concurrent segments share start and end
   background: Background
 
 
 @dataclasses.dataclass
 class Rendering:
-  frames: np.ndarray    # uint8 [T, H, W, 3]
-  masks: np.ndarray     # uint8 [T, H, W], 0 background, o + 1 object o
-  boxes: np.ndarray     # float32 [T, O, 4] (ymin, xmin, ymax, xmax) in [0, 1]
-  visible: np.ndarray   # int64 [T, O]
+  frames: np.ndarray  # uint8 [T, H, W, 3]
+  masks: np.ndarray  # uint8 [T, H, W], 0 background, o + 1 object o
+  boxes: np.ndarray  # float32 [T, O, 4] (ymin, xmin, ymax, xmax) in [0, 1]
+  visible: np.ndarray  # int64 [T, O]
 
 
 def progress(t: np.ndarray, start: int, end: int) -> np.ndarray:
@@ -143,7 +150,7 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.abs(u) + np.abs(v) <= 1.0
   if shape == "triangle":
     return (v <= 1.0) & (v >= 2.0 * np.abs(u) - 1.0)
-  if shape == "star":   # even-odd ray casting: the star is not convex
+  if shape == "star":  # even-odd ray casting: the star is not convex
     x1, y1 = _STAR[:, 0, None, None], _STAR[:, 1, None, None]
     x2, y2 = np.roll(_STAR[:, 0], -1)[:, None, None], np.roll(_STAR[:, 1], -1)[:, None, None]
     crosses = (y1 > v) != (y2 > v)
@@ -155,8 +162,14 @@ def _inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def box(shape: str, x: float, y: float, size: float, height: int, width: int) -> np.ndarray:
   """Normalised (ymin, xmin, ymax, xmax) of the full shape, clipped to [0, 1]."""
   umin, vmin, umax, vmax = EXTENT[shape]
-  b = np.array([(y + vmin * size) / height, (x + umin * size) / width,
-                (y + vmax * size) / height, (x + umax * size) / width])
+  b = np.array(
+    [
+      (y + vmin * size) / height,
+      (x + umin * size) / width,
+      (y + vmax * size) / height,
+      (x + umax * size) / width,
+    ]
+  )
   return np.clip(b, 0.0, 1.0)
 
 
@@ -199,7 +212,7 @@ def render(scene: Scene) -> Rendering:
   frames = np.empty((scene.num_frames, h, w, 3), np.uint8)
   masks = np.zeros((scene.num_frames, h, w), np.uint8)
   boxes = np.zeros((scene.num_frames, num, 4), np.float32)
-  cache = {}   # idle objects repeat their state: rasterise each state once
+  cache = {}  # idle objects repeat their state: rasterise each state once
   for t in range(scene.num_frames):
     img = bg.copy()
     for o, obj in enumerate(scene.objects):
@@ -212,10 +225,10 @@ def render(scene: Scene) -> Rendering:
       if key not in cache:
         cache[key] = _coverage(obj.shape, x, y, size, h, w)
       r0, c0, cov = cache[key]
-      window = img[r0:r0 + cov.shape[0], c0:c0 + cov.shape[1]]
+      window = img[r0 : r0 + cov.shape[0], c0 : c0 + cov.shape[1]]
       window[cov] += np.float32(alpha) * (state["rgb"][t, o].astype(np.float32) - window[cov])
       if alpha >= 0.5:
-        masks[t, r0:r0 + cov.shape[0], c0:c0 + cov.shape[1]][cov] = o + 1
+        masks[t, r0 : r0 + cov.shape[0], c0 : c0 + cov.shape[1]][cov] = o + 1
     frames[t] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
   visible = (masks[:, None] == np.arange(1, num + 1)[None, :, None, None]).any((2, 3))
   return Rendering(frames, masks, boxes, visible.astype(np.int64))
@@ -224,20 +237,22 @@ def render(scene: Scene) -> Rendering:
 # ----------------------------------------------------------------------------- sampling
 
 _MOVES = {"move left": (-1, 0), "move right": (1, 0), "move up": (0, -1), "move down": (0, 1)}
-_MOVE_RANGE = (0.2, 0.35)      # move distance, fraction of the frame side
-_SCALE_RANGE = (1.35, 1.8)     # grow / shrink factor
-_MARGIN = 1.0                  # pixels kept between any shape and the frame border
+_MOVE_RANGE = (0.2, 0.35)  # move distance, fraction of the frame side
+_SCALE_RANGE = (1.35, 1.8)  # grow / shrink factor
+_MARGIN = 1.0  # pixels kept between any shape and the frame border
 
 
-def _sample_names(rng, num: int, holdout: List[Tuple[str, str]], compositional: bool,
-                  distractor_prob: float) -> List[Tuple[str, str]]:
+def _sample_names(
+  rng, num: int, holdout: List[Tuple[str, str]], compositional: bool, distractor_prob: float
+) -> List[Tuple[str, str]]:
   """(colour, shape) of each object, all distinct; the first is a holdout combo when
   `compositional`, and no object is one otherwise. Each later object is, with probability
   `distractor_prob`, a distractor sharing the colour or the shape of an earlier object."""
   combos = [(c, s) for c in text.COLOURS for s in text.SHAPES]
   allowed = combos if compositional else [c for c in combos if c not in holdout]
-  names = [holdout[rng.integers(len(holdout))] if compositional
-           else allowed[rng.integers(len(allowed))]]
+  names = [
+    holdout[rng.integers(len(holdout))] if compositional else allowed[rng.integers(len(allowed))]
+  ]
   for _ in range(num - 1):
     pool = [c for c in allowed if c not in names]
     if rng.random() < distractor_prob:
@@ -248,8 +263,9 @@ def _sample_names(rng, num: int, holdout: List[Tuple[str, str]], compositional: 
   return names
 
 
-def _sample_slots(rng, num_frames: int, num_phases: int, idle_weight: float,
-                  min_len: int) -> List[Tuple[int, int]]:
+def _sample_slots(
+  rng, num_frames: int, num_phases: int, idle_weight: float, min_len: int
+) -> List[Tuple[int, int]]:
   """[start, end) of each phase: at least `min_len` frames each, the rest of the clip shared
   between phases (weights U(0.6, 1.4)) and the idle gaps around them (weights
   idle_weight * U(0, 1)) by largest-remainder rounding."""
@@ -294,8 +310,11 @@ def _plan(rng, config, slots, names, sizes, forced: Optional[int], holdout):
   segments = []
   for k, (start, end) in enumerate(slots):
     free = [o for o in range(num) if not done[o]]
-    first = forced if (forced is not None and k == forced_slot and not acted[forced]) else (
-        free[rng.integers(len(free))])
+    first = (
+      forced
+      if (forced is not None and k == forced_slot and not acted[forced])
+      else (free[rng.integers(len(free))])
+    )
     actors = [first]
     others = [o for o in free if o != first]
     if others and rng.random() < config.concurrent_prob:
@@ -325,15 +344,23 @@ def _plan(rng, config, slots, names, sizes, forced: Optional[int], holdout):
         if action == "change colour":
           taken = set(names) | set(current)
           shape = names[o][1]
-          options = [c for c in text.COLOURS if c != current[o][0] and (c, shape) not in taken
-                     and (forced is not None or (c, shape) not in holdout)]
+          options = [
+            c
+            for c in text.COLOURS
+            if c != current[o][0]
+            and (c, shape) not in taken
+            and (forced is not None or (c, shape) not in holdout)
+          ]
           if not options:
             continue
           colour = options[rng.integers(len(options))]
         if not _fits(keys[o] + [(dx, dy, new_size)], h, w):
           continue
-        segments.append(Segment(start, end, o, action, dx - keys[o][-1][0],
-                                dy - keys[o][-1][1], new_size - r, colour))
+        segments.append(
+          Segment(
+            start, end, o, action, dx - keys[o][-1][0], dy - keys[o][-1][1], new_size - r, colour
+          )
+        )
         keys[o].append((dx, dy, new_size))
         acted[o], done[o] = True, action in _TERMINAL
         if colour is not None:
@@ -364,12 +391,15 @@ def _sample_background(rng, resolution: int) -> Background:
   tint spread adds <= 13: spread stays <= 80 and channels are clipped at 170."""
   grey = rng.uniform(50.0, 130.0)
   return Background(
-      kind=BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))],
-      base=tuple(grey + rng.uniform(-20.0, 20.0, 3)),
-      tint=tuple(rng.uniform(0.6, 1.4, 3)), amplitude=float(rng.uniform(6.0, 16.0)),
-      angle=float(rng.uniform(0.0, 2 * np.pi)),
-      period=float(rng.uniform(6.0, 16.0) * resolution / 64),
-      grid=int(rng.integers(3, 9)), noise_seed=int(rng.integers(2**31)))
+    kind=BACKGROUND_KINDS[rng.integers(len(BACKGROUND_KINDS))],
+    base=tuple(grey + rng.uniform(-20.0, 20.0, 3)),
+    tint=tuple(rng.uniform(0.6, 1.4, 3)),
+    amplitude=float(rng.uniform(6.0, 16.0)),
+    angle=float(rng.uniform(0.0, 2 * np.pi)),
+    period=float(rng.uniform(6.0, 16.0) * resolution / 64),
+    grid=int(rng.integers(3, 9)),
+    noise_seed=int(rng.integers(2**31)),
+  )
 
 
 def sample_scene(rng: np.random.Generator, config, compositional: bool = False) -> Scene:
@@ -389,11 +419,19 @@ def sample_scene(rng: np.random.Generator, config, compositional: bool = False) 
   r_min = config.min_object_size * config.resolution / 2
   r_max = config.max_object_size * config.resolution / 2
   sizes = rng.uniform(r_min, r_max, num_objects)
-  slots = _sample_slots(rng, config.num_frames, num_phases, config.idle_weight,
-                        config.min_segment_frames)
+  slots = _sample_slots(
+    rng, config.num_frames, num_phases, config.idle_weight, config.min_segment_frames
+  )
   segments, keys = _plan(rng, config, slots, names, sizes, forced, holdout)
   positions = _place(rng, keys, config.resolution, config.resolution)
-  objects = tuple(Obj(c, s, float(r), float(x), float(y))
-                  for (c, s), r, (x, y) in zip(names, sizes, positions))
-  return Scene(config.num_frames, config.resolution, config.resolution, objects,
-               tuple(segments), _sample_background(rng, config.resolution))
+  objects = tuple(
+    Obj(c, s, float(r), float(x), float(y)) for (c, s), r, (x, y) in zip(names, sizes, positions)
+  )
+  return Scene(
+    config.num_frames,
+    config.resolution,
+    config.resolution,
+    objects,
+    tuple(segments),
+    _sample_background(rng, config.resolution),
+  )

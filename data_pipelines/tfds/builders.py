@@ -34,9 +34,11 @@ from data_pipelines.tfds import features
 _CODE_PATH = epath.Path(__file__)
 # Shard names written by shapesworld/build.py and build_shards.py; group 1 is the split.
 _SHARD_RE = re.compile(r"^(\w+?)-\d{5}-of-\d{5}\.tfrecord$")
-_DESCRIPTION = ("Videos with captions, noun phrases, timed segments, QA pairs and (for "
-                "ShapesWorld) per-frame object boxes, visibility and masks; see "
-                "data_pipelines/schema.py for every field.")
+_DESCRIPTION = (
+  "Videos with captions, noun phrases, timed segments, QA pairs and (for "
+  "ShapesWorld) per-frame object boxes, visibility and masks; see "
+  "data_pipelines/schema.py for every field."
+)
 
 
 class SvilmShards(tfds.core.GeneratorBasedBuilder):
@@ -50,14 +52,16 @@ class SvilmShards(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version(f"{schema.SCHEMA_VERSION}.0.0")
   RELEASE_NOTES = {str(VERSION): f"svilm shard schema version {schema.SCHEMA_VERSION}."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Pass the shard directory as manual_dir: download_and_prepare_kwargs={'download_config': "
-      "tfds.download.DownloadConfig(manual_dir=SHARDS_DIR)}. It must hold "
-      "{split}-NNNNN-of-NNNNN.tfrecord files in the svilm schema (python -m "
-      "data_pipelines.build_shards or python -m data_pipelines.shapesworld.build write them).")
+    "Pass the shard directory as manual_dir: download_and_prepare_kwargs={'download_config': "
+    "tfds.download.DownloadConfig(manual_dir=SHARDS_DIR)}. It must hold "
+    "{split}-NNNNN-of-NNNNN.tfrecord files in the svilm schema (python -m "
+    "data_pipelines.build_shards or python -m data_pipelines.shapesworld.build write them)."
+  )
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=_DESCRIPTION, features=features.features(with_masks=False))
+      description=_DESCRIPTION, features=features.features(with_masks=False)
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> Dict[str, Any]:
     shard_dir = os.fspath(dl_manager.manual_dir)
@@ -75,8 +79,10 @@ class SvilmShards(tfds.core.GeneratorBasedBuilder):
     dataset = tf.data.TFRecordDataset(paths).map(schema.parse_sequence_example)
     for record in dataset.as_numpy_iterator():
       if record["schema_version"] != schema.SCHEMA_VERSION:
-        raise ValueError(f"{record['video_id']!r} has schema_version {record['schema_version']},"
-                         f" this code reads {schema.SCHEMA_VERSION}: rebuild the shards")
+        raise ValueError(
+          f"{record['video_id']!r} has schema_version {record['schema_version']},"
+          f" this code reads {schema.SCHEMA_VERSION}: rebuild the shards"
+        )
       video_id = record["video_id"].decode("utf-8")
       yield video_id, features.to_example(record, with_masks=False)
 
@@ -84,6 +90,7 @@ class SvilmShards(tfds.core.GeneratorBasedBuilder):
 @dataclasses.dataclass(eq=False)
 class ShapesworldConfig(tfds.core.BuilderConfig):
   """A named ShapesWorld variant: `overrides` are applied to build.default_config()."""
+
   overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def generator_config(self) -> ml_collections.ConfigDict:
@@ -104,17 +111,23 @@ class Shapesworld(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version(f"{build.GENERATOR_VERSION}.0.0")
   RELEASE_NOTES = {str(VERSION): f"ShapesWorld generator version {build.GENERATOR_VERSION}."}
   BUILDER_CONFIGS = [
-      ShapesworldConfig(name="default", description="build.default_config(): 4096/512/256 "
-                        "videos of 16 frames at 64 px."),
-      # Small enough to prepare in about a second: for tests and smoke runs.
-      ShapesworldConfig(name="tiny", description="16/8/4 videos of 16 frames at 64 px.",
-                        overrides=dict(num_train=16, num_val=8, num_compositional=4)),
+    ShapesworldConfig(
+      name="default",
+      description="build.default_config(): 4096/512/256 videos of 16 frames at 64 px.",
+    ),
+    # Small enough to prepare in about a second: for tests and smoke runs.
+    ShapesworldConfig(
+      name="tiny",
+      description="16/8/4 videos of 16 frames at 64 px.",
+      overrides=dict(num_train=16, num_val=8, num_compositional=4),
+    ),
   ]
   DEFAULT_CONFIG_NAME = "default"
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
-        description=_DESCRIPTION, features=features.features(with_masks=True))
+      description=_DESCRIPTION, features=features.features(with_masks=True)
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> Dict[str, Any]:
     del dl_manager  # Nothing to download: every video is generated.

@@ -31,8 +31,14 @@ import tensorflow_datasets as tfds
 
 _TEXT = ("video_id", "source", "caption")
 _TEXT_LISTS = ("nouns", "object_names", "segment_caption", "qa_question", "qa_answer")
-_INT_LISTS = ("noun_object", "action_labels", "segment_start", "segment_end",
-              "segment_action", "segment_object")
+_INT_LISTS = (
+  "noun_object",
+  "action_labels",
+  "segment_start",
+  "segment_end",
+  "segment_action",
+  "segment_object",
+)
 _INTS = ("height", "width", "num_objects")
 
 
@@ -46,10 +52,12 @@ def features(with_masks: bool) -> tfds.features.FeaturesDict:
   spec["frames"] = tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg")
   # Two unknown dimensions (T and O) need a bytes encoding; zlib shrinks the mostly-0/1
   # `visible` and the repetitive boxes of idle frames.
-  spec["boxes"] = tfds.features.Tensor(shape=(None, None, 4), dtype=np.float32,
-                                       encoding=tfds.features.Encoding.ZLIB)
-  spec["visible"] = tfds.features.Tensor(shape=(None, None), dtype=np.int64,
-                                         encoding=tfds.features.Encoding.ZLIB)
+  spec["boxes"] = tfds.features.Tensor(
+    shape=(None, None, 4), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB
+  )
+  spec["visible"] = tfds.features.Tensor(
+    shape=(None, None), dtype=np.int64, encoding=tfds.features.Encoding.ZLIB
+  )
   if with_masks:
     spec["masks"] = tfds.features.Video(shape=(None, None, None, 1), encoding_format="png")
   return tfds.features.FeaturesDict(spec)
@@ -80,9 +88,14 @@ def to_example(fields: Mapping[str, Any], with_masks: bool) -> Dict[str, Any]:
   boxes = np.zeros((len(frames), 0, 4)) if boxes is None else boxes
   visible = np.zeros((len(frames), 0)) if visible is None else visible
   example.update(
-      height=int(fields["height"]), width=int(fields["width"]),
-      num_objects=int(np.shape(boxes)[1]), fps=np.float32(fields["fps"]), frames=frames,
-      boxes=np.asarray(boxes, np.float32), visible=np.asarray(visible, np.int64))
+    height=int(fields["height"]),
+    width=int(fields["width"]),
+    num_objects=int(np.shape(boxes)[1]),
+    fps=np.float32(fields["fps"]),
+    frames=frames,
+    boxes=np.asarray(boxes, np.float32),
+    visible=np.asarray(visible, np.int64),
+  )
   if with_masks:
     example["masks"] = [bytes(m) for m in fields["masks"]]
   return example

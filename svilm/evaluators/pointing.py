@@ -34,8 +34,13 @@ from __future__ import annotations
 import numpy as np
 
 
-def _hits(peak: np.ndarray, groups: np.ndarray, grid: tuple[int, int, int],
-          frames_per_position: int, boxes: np.ndarray) -> np.ndarray:
+def _hits(
+  peak: np.ndarray,
+  groups: np.ndarray,
+  grid: tuple[int, int, int],
+  frames_per_position: int,
+  boxes: np.ndarray,
+) -> np.ndarray:
   """[N, K, T] bool: is the peak of group groups[n, k] inside boxes[n, k, f]?"""
   _, hp, wp = grid
   num_frames = boxes.shape[2]
@@ -50,15 +55,15 @@ def _hits(peak: np.ndarray, groups: np.ndarray, grid: tuple[int, int, int],
 
 
 def pointing_accuracy(
-    soft_assignment: np.ndarray,
-    grid: tuple[int, int, int],
-    frames_per_position: int,
-    noun_emb: np.ndarray,
-    noun_valid: np.ndarray,
-    group_emb: np.ndarray,
-    boxes: np.ndarray,
-    visible: np.ndarray,
-    rng: np.random.Generator,
+  soft_assignment: np.ndarray,
+  grid: tuple[int, int, int],
+  frames_per_position: int,
+  noun_emb: np.ndarray,
+  noun_valid: np.ndarray,
+  group_emb: np.ndarray,
+  boxes: np.ndarray,
+  visible: np.ndarray,
+  rng: np.random.Generator,
 ) -> dict[str, float]:
   """Pointing accuracy of the noun-selected group token and a random baseline.
 
@@ -87,33 +92,33 @@ def pointing_accuracy(
   n, tokens, num_groups = soft.shape
   if tokens != num_pos * hp * wp:
     raise ValueError(
-        f'soft_assignment has {tokens} tokens but grid {grid} has '
-        f'{num_pos * hp * wp}.')
+      f"soft_assignment has {tokens} tokens but grid {grid} has {num_pos * hp * wp}."
+    )
   boxes = np.asarray(boxes, dtype=np.float64)
   if boxes.shape[2] != num_pos * frames_per_position:
     raise ValueError(
-        f'boxes have T={boxes.shape[2]} frames, expected P * '
-        f'frames_per_position = {num_pos} * {frames_per_position}.')
+      f"boxes have T={boxes.shape[2]} frames, expected P * "
+      f"frames_per_position = {num_pos} * {frames_per_position}."
+    )
   valid = np.asarray(noun_valid).astype(bool)
   # A frame counts only if its noun is real and its object visible.
   pairs = valid[:, :, None] & np.asarray(visible).astype(bool)
   num_pairs = int(pairs.sum())
-  result = {'grounding/num_pointing': float(num_pairs)}
+  result = {"grounding/num_pointing": float(num_pairs)}
 
   # Peak token per (clip, position, group); np.argmax returns the first
   # maximum, i.e. row-major ties -> first, as documented.
   peak = np.argmax(soft.reshape(n, num_pos, hp * wp, num_groups), axis=2)
-  cos = np.einsum('nke,nme->nkm', noun_emb, group_emb)
+  cos = np.einsum("nke,nme->nkm", noun_emb, group_emb)
   chosen = np.argmax(cos, axis=-1)  # ties -> lowest group index
   random_groups = np.zeros_like(chosen)
   # Boolean-mask assignment fills in row-major (n, k) order.
   random_groups[valid] = rng.integers(0, num_groups, size=int(valid.sum()))
 
-  for key, groups in (('pointing_acc', chosen),
-                      ('pointing_acc_random', random_groups)):
+  for key, groups in (("pointing_acc", chosen), ("pointing_acc_random", random_groups)):
     if num_pairs == 0:
-      result[f'grounding/{key}'] = float('nan')
+      result[f"grounding/{key}"] = float("nan")
       continue
     hits = _hits(peak, groups, grid, frames_per_position, boxes)
-    result[f'grounding/{key}'] = float((hits & pairs).sum() / num_pairs)
+    result[f"grounding/{key}"] = float((hits & pairs).sum() / num_pairs)
   return result

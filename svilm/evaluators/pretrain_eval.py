@@ -16,9 +16,9 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from data_pipelines import input_pipeline
 from svilm import configuration
@@ -35,33 +35,36 @@ from svilm.models import vit
 def _predict(params, batch, rng, *, model, config):
   """Everything the metrics need, for one batch (runs jitted, batch sharded on `data`)."""
   variables = {"params": params}
-  video_out, video_inter = model.apply(variables, batch["video"], train=False,
-                                       method=model.encode_video)
-  text_emb, _ = model.apply(variables, batch["text_tokens"], batch["text_mask"], train=False,
-                            method=model.encode_text)
-  noun_emb, _ = model.apply(variables, batch["noun_tokens"], batch["noun_mask"], train=False,
-                            method=model.encode_text)
+  video_out, video_inter = model.apply(
+    variables, batch["video"], train=False, method=model.encode_video
+  )
+  text_emb, _ = model.apply(
+    variables, batch["text_tokens"], batch["text_mask"], train=False, method=model.encode_text
+  )
+  noun_emb, _ = model.apply(
+    variables, batch["noun_tokens"], batch["noun_mask"], train=False, method=model.encode_text
+  )
   cut = config.cut_and_paste
   positions = configuration.num_temporal_positions(config)
-  mixed, fg_mask = losses.cut_and_paste(rng, batch["video"], positions, cut.min_span,
-                                        cut.max_span)
+  mixed, fg_mask = losses.cut_and_paste(rng, batch["video"], positions, cut.min_span, cut.max_span)
   mixed_out, _ = model.apply(variables, mixed, train=False, method=model.encode_video)
   return {
-      "video_emb": svilm_model.pool_video_embedding(video_out["clip_emb"], None),
-      "text_emb": text_emb,
-      "noun_emb": noun_emb,
-      "group_emb": video_out["group_emb"],
-      "soft_assignment": video_inter["soft_assignments"][-1],
-      "mixed_clip_emb": mixed_out["clip_emb"],
-      "fg_mask": fg_mask,
+    "video_emb": svilm_model.pool_video_embedding(video_out["clip_emb"], None),
+    "text_emb": text_emb,
+    "noun_emb": noun_emb,
+    "group_emb": video_out["group_emb"],
+    "soft_assignment": video_inter["soft_assignments"][-1],
+    "mixed_clip_emb": mixed_out["clip_emb"],
+    "fg_mask": fg_mask,
   }
 
 
 class PretrainEvaluator:
   """Runs the held-out evaluation; `run(params)` returns {metric_name: value}."""
 
-  def __init__(self, config: ml_collections.ConfigDict, model, mesh, params_shardings,
-               eval_files, tokenizer):
+  def __init__(
+    self, config: ml_collections.ConfigDict, model, mesh, params_shardings, eval_files, tokenizer
+  ):
     self._config = config
     self._mesh = mesh
     # Every host reads the whole split and keeps its rows of each global batch, so the global
@@ -70,17 +73,27 @@ class PretrainEvaluator:
     self._files = list(eval_files)
     self._tokenizer = tokenizer
     self._predict = sharding.MeshJit(
-        jax.jit(functools.partial(_predict, model=model, config=config),
-                in_shardings=(params_shardings, sharding.batch_sharding(mesh), None),
-                out_shardings=sharding.replicated(mesh)), mesh, sharding.rules(config))
+      jax.jit(
+        functools.partial(_predict, model=model, config=config),
+        in_shardings=(params_shardings, sharding.batch_sharding(mesh), None),
+        out_shardings=sharding.replicated(mesh),
+      ),
+      mesh,
+      sharding.rules(config),
+    )
 
   def _dataset(self):
     config = self._config
     return data_setup.make_dataset(
-        config, self._files, self._tokenizer,
-        batch_size=config.eval.batch_size // jax.process_count(), train=False,
-        with_annotations=True, max_examples=config.eval.max_clips,
-        host_slice=(jax.process_index(), jax.process_count()))
+      config,
+      self._files,
+      self._tokenizer,
+      batch_size=config.eval.batch_size // jax.process_count(),
+      train=False,
+      with_annotations=True,
+      max_examples=config.eval.max_clips,
+      host_slice=(jax.process_index(), jax.process_count()),
+    )
 
   def collect(self, params) -> dict:
     """Predictions and annotations of the whole held-out set as numpy arrays (all hosts)."""
@@ -89,13 +102,14 @@ class PretrainEvaluator:
     for i, local in enumerate(input_pipeline.as_numpy(self._dataset())):
       batch = sharding.to_global(local, self._mesh)
       out = self._predict(params, batch, jax.random.fold_in(base_rng, i))
-      annotations = {k: batch[k] for k in ("noun_valid", "noun_boxes", "noun_visible",
-                                           "caption_id", "valid")}
+      annotations = {
+        k: batch[k] for k in ("noun_valid", "noun_boxes", "noun_visible", "caption_id", "valid")
+      }
       parts.append(multihost_utils.process_allgather({**out, **annotations}, tiled=True))
     if not parts:
       raise ValueError("The held-out split is empty; nothing to evaluate")
     out = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
-    real = out.pop("valid") == 1   # drop the padding of the last batch
+    real = out.pop("valid") == 1  # drop the padding of the last batch
     out = {k: v[real] for k, v in out.items()}
     out["video_shape"] = (len(out["text_emb"]), *batch["video"].shape[1:])
     return out
@@ -108,9 +122,22 @@ class PretrainEvaluator:
     similarity = p["text_emb"][keep] @ p["video_emb"][keep].T
     results.update(retrieval.retrieval_metrics(similarity, prefix="retrieval/"))
     grid = vit.tubelet_grid(p["video_shape"], self._config.model.video.patch_size)
-    results.update(pointing.pointing_accuracy(
-        p["soft_assignment"], grid, self._config.model.video.patch_size[0], p["noun_emb"],
-        p["noun_valid"], p["group_emb"], p["noun_boxes"], p["noun_visible"], rng))
-    results.update(temporal_grouping.temporal_grouping_accuracy(
-        p["mixed_clip_emb"], p["text_emb"], p["fg_mask"], rng))
+    results.update(
+      pointing.pointing_accuracy(
+        p["soft_assignment"],
+        grid,
+        self._config.model.video.patch_size[0],
+        p["noun_emb"],
+        p["noun_valid"],
+        p["group_emb"],
+        p["noun_boxes"],
+        p["noun_visible"],
+        rng,
+      )
+    )
+    results.update(
+      temporal_grouping.temporal_grouping_accuracy(
+        p["mixed_clip_emb"], p["text_emb"], p["fg_mask"], rng
+      )
+    )
     return {k: float(v) for k, v in results.items()}

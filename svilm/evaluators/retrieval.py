@@ -55,9 +55,7 @@ def _ranks(similarity: np.ndarray) -> np.ndarray:
   return at_least.sum(axis=1)  # = 1 + others with score >= true
 
 
-def retrieval_metrics(
-    similarity: np.ndarray, prefix: str = 'retrieval/'
-) -> dict[str, float]:
+def retrieval_metrics(similarity: np.ndarray, prefix: str = "retrieval/") -> dict[str, float]:
   """Recall at 1/5/10 and median rank for text-to-video and video-to-text.
 
   Args:
@@ -74,18 +72,19 @@ def retrieval_metrics(
   sim = np.asarray(similarity, dtype=np.float64)
   if sim.ndim != 2 or sim.shape[0] != sim.shape[1] or sim.shape[0] == 0:
     raise ValueError(
-        f'similarity must be a non-empty square [N, N] matrix of matched '
-        f'caption-clip pairs, got shape {sim.shape}.')
+      f"similarity must be a non-empty square [N, N] matrix of matched "
+      f"caption-clip pairs, got shape {sim.shape}."
+    )
   if not np.all(np.isfinite(sim)):
-    raise ValueError('similarity contains NaN or inf.')
+    raise ValueError("similarity contains NaN or inf.")
   out = {}
   # Rows of sim are captions (t2v queries); rows of sim.T are clips (v2t).
-  for direction, matrix in (('t2v', sim), ('v2t', sim.T)):
+  for direction, matrix in (("t2v", sim), ("v2t", sim.T)):
     ranks = _ranks(matrix)
     for k in (1, 5, 10):
-      out[f'{prefix}{direction}_R@{k}'] = float(np.mean(ranks <= k))
-    out[f'{prefix}{direction}_MdR'] = float(np.median(ranks))
-  out[f'{prefix}num_clips'] = float(sim.shape[0])
+      out[f"{prefix}{direction}_R@{k}"] = float(np.mean(ranks <= k))
+    out[f"{prefix}{direction}_MdR"] = float(np.median(ranks))
+  out[f"{prefix}num_clips"] = float(sim.shape[0])
   return out
 
 
@@ -105,7 +104,7 @@ def distinct_caption_indices(captions: Sequence[str | bytes]) -> np.ndarray:
   keep = []
   for index, caption in enumerate(captions):
     if isinstance(caption, (bytes, np.bytes_)):
-      caption = bytes(caption).decode('utf-8')
+      caption = bytes(caption).decode("utf-8")
     # str() also lets integer caption ids through unchanged in meaning.
     caption = str(caption)
     if caption not in seen:
@@ -115,9 +114,9 @@ def distinct_caption_indices(captions: Sequence[str | bytes]) -> np.ndarray:
 
 
 def multi_caption_retrieval_metrics(
-    similarity: np.ndarray,
-    caption_video: np.ndarray,
-    prefix: str = 'retrieval/',
+  similarity: np.ndarray,
+  caption_video: np.ndarray,
+  prefix: str = "retrieval/",
 ) -> dict[str, float]:
   """Retrieval metrics when each video has one or more captions.
 
@@ -168,31 +167,32 @@ def multi_caption_retrieval_metrics(
   sim = np.asarray(similarity, dtype=np.float64)
   if sim.ndim != 2 or sim.shape[0] == 0 or sim.shape[1] == 0:
     raise ValueError(
-        f'similarity must be a non-empty [N_captions, N_videos] matrix, got '
-        f'shape {sim.shape}.')
+      f"similarity must be a non-empty [N_captions, N_videos] matrix, got shape {sim.shape}."
+    )
   num_captions, num_videos = sim.shape
   video = np.asarray(caption_video)
   if video.shape != (num_captions,):
     raise ValueError(
-        f'caption_video must have shape [N_captions] = ({num_captions},) to '
-        f'match similarity {sim.shape}, got shape {video.shape}.')
+      f"caption_video must have shape [N_captions] = ({num_captions},) to "
+      f"match similarity {sim.shape}, got shape {video.shape}."
+    )
   if not np.issubdtype(video.dtype, np.integer):
-    raise ValueError(
-        f'caption_video must hold integer video indices, got dtype '
-        f'{video.dtype}.')
+    raise ValueError(f"caption_video must hold integer video indices, got dtype {video.dtype}.")
   video = video.astype(np.int64)
   if np.any(video < 0) or np.any(video >= num_videos):
     raise ValueError(
-        f'caption_video values must lie in [0, {num_videos}), got min '
-        f'{video.min()} and max {video.max()}.')
+      f"caption_video values must lie in [0, {num_videos}), got min "
+      f"{video.min()} and max {video.max()}."
+    )
   if not np.all(np.isfinite(sim)):
-    raise ValueError('similarity contains NaN or inf.')
+    raise ValueError("similarity contains NaN or inf.")
   captions_per_video = np.bincount(video, minlength=num_videos)
   missing = np.flatnonzero(captions_per_video == 0)
   if missing.size:
     raise ValueError(
-        f'{missing.size} of {num_videos} videos have no caption (first: '
-        f'{missing[:5].tolist()}); every video needs at least one.')
+      f"{missing.size} of {num_videos} videos have no caption (first: "
+      f"{missing[:5].tolist()}); every video needs at least one."
+    )
 
   rows = np.arange(num_captions)
   true = sim[rows, video]  # score of each caption against its own video
@@ -207,11 +207,11 @@ def multi_caption_retrieval_metrics(
   v2t_ranks = 1 + competitors.sum(axis=0)
 
   out = {}
-  for direction, ranks in (('t2v', t2v_ranks), ('v2t', v2t_ranks)):
+  for direction, ranks in (("t2v", t2v_ranks), ("v2t", v2t_ranks)):
     for k in (1, 5, 10):
-      out[f'{prefix}{direction}_R@{k}'] = float(np.mean(ranks <= k))
-    out[f'{prefix}{direction}_MdR'] = float(np.median(ranks))
-    out[f'{prefix}{direction}_MnR'] = float(np.mean(ranks))
-  out[f'{prefix}num_videos'] = float(num_videos)
-  out[f'{prefix}num_captions'] = float(num_captions)
+      out[f"{prefix}{direction}_R@{k}"] = float(np.mean(ranks <= k))
+    out[f"{prefix}{direction}_MdR"] = float(np.median(ranks))
+    out[f"{prefix}{direction}_MnR"] = float(np.mean(ranks))
+  out[f"{prefix}num_videos"] = float(num_videos)
+  out[f"{prefix}num_captions"] = float(num_captions)
   return out

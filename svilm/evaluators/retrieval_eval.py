@@ -29,9 +29,9 @@ from __future__ import annotations
 import functools
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
-from jax.experimental import multihost_utils
 
 from data_pipelines import input_pipeline
 from data_pipelines import schema
@@ -42,14 +42,18 @@ from svilm.models import svilm as svilm_model
 
 
 def _embed_videos(params, batch, *, model):
-  out, _ = model.apply({"params": params}, batch["video"], train=False,
-                       method=model.encode_video)
+  out, _ = model.apply({"params": params}, batch["video"], train=False, method=model.encode_video)
   return svilm_model.pool_video_embedding(out["clip_emb"], None)
 
 
 def _embed_texts(params, batch, *, model):
-  emb, _ = model.apply({"params": params}, batch["text_tokens"], batch["text_mask"],
-                       train=False, method=model.encode_text)
+  emb, _ = model.apply(
+    {"params": params},
+    batch["text_tokens"],
+    batch["text_mask"],
+    train=False,
+    method=model.encode_text,
+  )
   return emb
 
 
@@ -69,20 +73,36 @@ def read_captions(files, max_clips: int) -> list[list[str]]:
 
 class RetrievalEvaluator:
   """`run(params)` -> {"retrieval/<metric>": value}; see the module docstring."""
+
   name = "retrieval"
 
-  def __init__(self, config: ml_collections.ConfigDict, model, mesh, params_shardings,
-               eval_files, tokenizer, *, every_steps: int, distinct_captions: bool,
-               empty_query: bool = False):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    model,
+    mesh,
+    params_shardings,
+    eval_files,
+    tokenizer,
+    *,
+    every_steps: int,
+    distinct_captions: bool,
+    empty_query: bool = False,
+  ):
     self.every_steps = every_steps
     self._empty_query = empty_query
     self._config, self._mesh, self._tokenizer = config, mesh, tokenizer
     self._files = list(eval_files)
     self._distinct = distinct_captions
-    jit = lambda fn: sharding.MeshJit(jax.jit(
+    jit = lambda fn: sharding.MeshJit(
+      jax.jit(
         functools.partial(fn, model=model),
         in_shardings=(params_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh)), mesh, sharding.rules(config))
+        out_shardings=sharding.replicated(mesh),
+      ),
+      mesh,
+      sharding.rules(config),
+    )
     self._embed_videos, self._embed_texts = jit(_embed_videos), jit(_embed_texts)
     self._captions = read_captions(self._files, config.eval.max_clips)
     if not self._captions:
@@ -94,18 +114,22 @@ class RetrievalEvaluator:
     local = global_batch // jax.process_count()
     begin = jax.process_index() * local
     for start in range(0, len(rows), global_batch):
-      chunk = rows[start:start + global_batch]
+      chunk = rows[start : start + global_batch]
       valid = np.arange(global_batch) < len(chunk)
       chunk = chunk + [chunk[-1]] * (global_batch - len(chunk))
-      yield chunk[begin:begin + local], valid
+      yield chunk[begin : begin + local], valid
 
   def video_embeddings(self, params) -> np.ndarray:
     config = self._config
     ds = data_setup.make_dataset(
-        config, self._files, self._tokenizer,
-        batch_size=config.eval.batch_size // jax.process_count(), train=False,
-        max_examples=config.eval.max_clips,
-        host_slice=(jax.process_index(), jax.process_count()))
+      config,
+      self._files,
+      self._tokenizer,
+      batch_size=config.eval.batch_size // jax.process_count(),
+      train=False,
+      max_examples=config.eval.max_clips,
+      host_slice=(jax.process_index(), jax.process_count()),
+    )
     parts, valid = [], []
     for local in input_pipeline.as_numpy(ds):
       batch = sharding.to_global({"video": local["video"]}, self._mesh)
@@ -118,8 +142,9 @@ class RetrievalEvaluator:
     parts = []
     for rows, valid in self._local_batches(list(range(len(texts)))):
       tokens, mask = self._tokenizer.encode([texts[i] for i in rows], max_len)
-      batch = sharding.to_global({"text_tokens": tokens.astype(np.int32),
-                                  "text_mask": mask.astype(np.int32)}, self._mesh)
+      batch = sharding.to_global(
+        {"text_tokens": tokens.astype(np.int32), "text_mask": mask.astype(np.int32)}, self._mesh
+      )
       parts.append(np.asarray(self._embed_texts(params, batch))[valid])
     return np.concatenate(parts)
 
@@ -137,5 +162,6 @@ class RetrievalEvaluator:
     if self._empty_query:
       texts = [""] * len(texts)
     similarity = self.text_embeddings(params, texts) @ videos[keep].T
-    return retrieval.multi_caption_retrieval_metrics(similarity, np.asarray(owner),
-                                                     prefix="retrieval/")
+    return retrieval.multi_caption_retrieval_metrics(
+      similarity, np.asarray(owner), prefix="retrieval/"
+    )

@@ -57,7 +57,7 @@ def two_means(x: np.ndarray, num_iters: int = 20) -> np.ndarray:
     int64 [P] labels in {0, 1}; row 0 always gets label 0 on the first pass.
   """
   if num_iters < 1:
-    raise ValueError(f'num_iters={num_iters} must be >= 1.')
+    raise ValueError(f"num_iters={num_iters} must be >= 1.")
   xn = _normalize(np.asarray(x, dtype=np.float64))
   # Farthest-from-row-0 init: deterministic, and for a pasted clip it lands
   # in the other scene whenever the two scenes are separable at all.
@@ -77,10 +77,10 @@ def two_means(x: np.ndarray, num_iters: int = 20) -> np.ndarray:
 
 
 def temporal_grouping_accuracy(
-    clip_emb: np.ndarray,
-    text_emb: np.ndarray,
-    fg_mask: np.ndarray,
-    rng: np.random.Generator,
+  clip_emb: np.ndarray,
+  text_emb: np.ndarray,
+  fg_mask: np.ndarray,
+  rng: np.random.Generator,
 ) -> dict[str, float]:
   """Pooled foreground/background accuracy of caption-guided 2-means.
 
@@ -101,8 +101,9 @@ def temporal_grouping_accuracy(
   n, p, _ = clip_emb.shape
   if np.shape(text_emb)[0] != n or np.shape(fg_mask) != (n, p):
     raise ValueError(
-        f'Shapes disagree: clip_emb {clip_emb.shape}, text_emb '
-        f'{np.shape(text_emb)}, fg_mask {np.shape(fg_mask)}.')
+      f"Shapes disagree: clip_emb {clip_emb.shape}, text_emb "
+      f"{np.shape(text_emb)}, fg_mask {np.shape(fg_mask)}."
+    )
   # > 0.5 accepts both {0, 1} floats from jax and booleans.
   truth = np.asarray(fg_mask) > 0.5
   text = _normalize(np.asarray(text_emb, dtype=np.float64))
@@ -121,6 +122,6 @@ def temporal_grouping_accuracy(
     correct += int(np.sum((labels == fg_cluster) == truth[i]))
     correct_random += int(np.sum((labels == random_pick[i]) == truth[i]))
   return {
-      'temporal_grouping/accuracy': correct / (n * p),
-      'temporal_grouping/accuracy_random': correct_random / (n * p),
+    "temporal_grouping/accuracy": correct / (n * p),
+    "temporal_grouping/accuracy_random": correct_random / (n * p),
   }

@@ -21,8 +21,9 @@ Array = Any
 Dtype = Any
 
 
-def assign(logits: Array, *, hard: bool, noise: Array | None = None,
-           temperature: float = 1.0) -> tuple[Array, Array]:
+def assign(
+  logits: Array, *, hard: bool, noise: Array | None = None, temperature: float = 1.0
+) -> tuple[Array, Array]:
   """Assignment of tokens to groups from logits [..., N, M] (softmax over M).
 
   soft = softmax_m(logits), without noise.
@@ -71,6 +72,7 @@ class GroupingBlock(nn.Module):
     dropout: dropout rate in the MLP.
     dtype: compute dtype (params stay float32; logits are float32).
   """
+
   mlp_dim: int
   hard: bool = True
   gumbel: bool = True
@@ -80,8 +82,9 @@ class GroupingBlock(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, groups: Array, tokens: Array, *,
-               train: bool) -> tuple[Array, dict[str, Array]]:
+  def __call__(
+    self, groups: Array, tokens: Array, *, train: bool
+  ) -> tuple[Array, dict[str, Array]]:
     """Returns (new_groups [B, M, D], info).
 
     info['soft_assignment']: softmax_m(logits), noise-free and not hardened,
@@ -89,36 +92,35 @@ class GroupingBlock(nn.Module):
     """
     d = groups.shape[-1]
     if tokens.shape[-1] != d:
-      raise ValueError(f'Group tokens have width {d} but video tokens have '
-                       f'width {tokens.shape[-1]}.')
+      raise ValueError(
+        f"Group tokens have width {d} but video tokens have width {tokens.shape[-1]}."
+      )
     # The assignment is a softmax over groups for each token, so a vector added
     # to every query (a LayerNorm or Dense bias on the group side) shifts all
     # of a token's logits equally and has exactly zero gradient. Such dead
     # parameters only collect float noise, which Adam inflates to full-size
     # updates; the query path therefore has no biases.
-    g = layers.layer_norm(self.dtype, name='ln_groups', use_bias=False)(groups)
-    x = layers.layer_norm(self.dtype, name='ln_tokens')(tokens)
-    q = layers.dense(d, ('embed', 'kv'), self.dtype, name='query',
-                  use_bias=False)(g)
-    k = layers.dense(d, ('embed', 'kv'), self.dtype, name='key')(x)
-    v = layers.dense(d, ('embed', 'kv'), self.dtype, name='value')(x)
+    g = layers.layer_norm(self.dtype, name="ln_groups", use_bias=False)(groups)
+    x = layers.layer_norm(self.dtype, name="ln_tokens")(tokens)
+    q = layers.dense(d, ("embed", "kv"), self.dtype, name="query", use_bias=False)(g)
+    k = layers.dense(d, ("embed", "kv"), self.dtype, name="key")(x)
+    v = layers.dense(d, ("embed", "kv"), self.dtype, name="value")(x)
 
-    logits = jnp.einsum('bnd,bmd->bnm', k, q,
-                        preferred_element_type=jnp.float32) / jnp.sqrt(d)
+    logits = jnp.einsum("bnd,bmd->bnm", k, q, preferred_element_type=jnp.float32) / jnp.sqrt(d)
     noise = None
     if train and self.gumbel:
-      noise = jax.random.gumbel(self.make_rng('gumbel'), logits.shape,
-                                jnp.float32)
-    soft, a = assign(logits, hard=self.hard, noise=noise,
-                     temperature=self.gumbel_temperature)
+      noise = jax.random.gumbel(self.make_rng("gumbel"), logits.shape, jnp.float32)
+    soft, a = assign(logits, hard=self.hard, noise=noise, temperature=self.gumbel_temperature)
 
     # Normalised weighted mean of the values per group, in float32.
     mass = jnp.sum(a, axis=1)  # [B, M]
-    pooled = jnp.einsum('bnm,bnd->bmd', a, v.astype(jnp.float32))
+    pooled = jnp.einsum("bnm,bnd->bmd", a, v.astype(jnp.float32))
     pooled = pooled / (mass[..., None] + self.eps)
-    groups = groups + layers.dense(d, ('kv', 'embed'), self.dtype, name='out')(
-        pooled.astype(self.dtype))
-    y = layers.layer_norm(self.dtype, name='ln_mlp')(groups)
-    groups = groups + layers.MlpBlock(self.mlp_dim, self.dropout, self.dtype,
-                                   name='mlp')(y, train=train)
-    return groups, {'soft_assignment': soft, 'assignment': a}
+    groups = groups + layers.dense(d, ("kv", "embed"), self.dtype, name="out")(
+      pooled.astype(self.dtype)
+    )
+    y = layers.layer_norm(self.dtype, name="ln_mlp")(groups)
+    groups = groups + layers.MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(
+      y, train=train
+    )
+    return groups, {"soft_assignment": soft, "assignment": a}

@@ -40,16 +40,16 @@ Dtype = Any
 
 
 # Logical axis name of the leading (layer) axis of scanned params.
-LAYERS_AXIS = 'layers'
+LAYERS_AXIS = "layers"
 
 
 # remat name -> jax.checkpoint policy (what the backward pass may keep from
 # the forward pass of each block). 'none' does not wrap the block at all:
 # a policy of None would mean "save nothing", i.e. 'full'.
 REMAT_POLICIES: dict[str, Callable[..., bool] | None] = {
-    'none': None,
-    'full': jax.checkpoint_policies.nothing_saveable,
-    'dots': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  "none": None,
+  "full": jax.checkpoint_policies.nothing_saveable,
+  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
 
 
@@ -85,24 +85,37 @@ def l2_normalize(x: Array, axis: int = -1, eps: float = 1e-12) -> Array:
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + eps)
 
 
-def layer_norm(dtype: Dtype, name: str | None = None,
-               epsilon: float = 1e-6, use_bias: bool = True) -> nn.LayerNorm:
+def layer_norm(
+  dtype: Dtype, name: str | None = None, epsilon: float = 1e-6, use_bias: bool = True
+) -> nn.LayerNorm:
   """LayerNorm whose scale and bias carry the logical axis name 'embed'."""
   return nn.LayerNorm(
-      epsilon=epsilon, dtype=dtype, name=name, use_bias=use_bias,
-      scale_init=nn.with_logical_partitioning(nn.initializers.ones, ('embed',)),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ('embed',)))
+    epsilon=epsilon,
+    dtype=dtype,
+    name=name,
+    use_bias=use_bias,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("embed",)),
+  )
 
 
-def dense(features: int, names: tuple[str | None, str | None], dtype: Dtype,
-          name: str | None = None, use_bias: bool = True,
-          kernel_init=DEFAULT_KERNEL_INIT) -> nn.Dense:
+def dense(
+  features: int,
+  names: tuple[str | None, str | None],
+  dtype: Dtype,
+  name: str | None = None,
+  use_bias: bool = True,
+  kernel_init=DEFAULT_KERNEL_INIT,
+) -> nn.Dense:
   """nn.Dense with kernel axes `names` = (in, out) and bias axis (out,)."""
   return nn.Dense(
-      features, dtype=dtype, name=name, use_bias=use_bias,
-      kernel_init=nn.with_logical_partitioning(kernel_init, names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
-                                             (names[1],)))
+    features,
+    dtype=dtype,
+    name=name,
+    use_bias=use_bias,
+    kernel_init=nn.with_logical_partitioning(kernel_init, names),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros, (names[1],)),
+  )
 
 
 class SelfAttention(nn.Module):
@@ -118,37 +131,47 @@ class SelfAttention(nn.Module):
   kernel is [heads, head_dim, D] ('heads', 'kv', 'embed'). The softmax runs in
   float32 even when computing in bfloat16.
   """
+
   num_heads: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   kernel_init: Callable = DEFAULT_KERNEL_INIT
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, *,
-               train: bool) -> Array:
+  def __call__(self, x: Array, mask: Array | None = None, *, train: bool) -> Array:
     """x [..., L, D]; mask broadcastable to [..., heads, L, L] (True = attend)."""
     d = x.shape[-1]
     if d % self.num_heads:
-      raise ValueError(f'Width {d} is not divisible by {self.num_heads} heads.')
+      raise ValueError(f"Width {d} is not divisible by {self.num_heads} heads.")
     head_dim = d // self.num_heads
 
     def project(name: str, use_bias: bool) -> Array:
-      return HeadsDense((self.num_heads, head_dim), ('embed', 'heads', 'kv'),
-                        use_bias=use_bias, dtype=self.dtype,
-                        kernel_init=self.kernel_init, name=name)(x)
+      return HeadsDense(
+        (self.num_heads, head_dim),
+        ("embed", "heads", "kv"),
+        use_bias=use_bias,
+        dtype=self.dtype,
+        kernel_init=self.kernel_init,
+        name=name,
+      )(x)
 
-    q = project('query', True) / jnp.sqrt(head_dim).astype(self.dtype)
-    k = project('key', False)
-    v = project('value', True)
-    logits = jnp.einsum('...qhd,...khd->...hqk', q, k,
-                        preferred_element_type=jnp.float32)
+    q = project("query", True) / jnp.sqrt(head_dim).astype(self.dtype)
+    k = project("key", False)
+    v = project("value", True)
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
-    y = jnp.einsum('...hqk,...khd->...qhd', weights, v)
-    return HeadsDense((d,), ('heads', 'kv', 'embed'), num_in=2, dtype=self.dtype,
-                      kernel_init=self.kernel_init, name='out')(y)
+    y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    return HeadsDense(
+      (d,),
+      ("heads", "kv", "embed"),
+      num_in=2,
+      dtype=self.dtype,
+      kernel_init=self.kernel_init,
+      name="out",
+    )(y)
 
 
 class HeadsDense(nn.Module):
@@ -165,6 +188,7 @@ class HeadsDense(nn.Module):
     names: logical axis names of the kernel, input dims first.
     num_in: how many trailing input dims are contracted (1 for q/k/v, 2 for the output).
   """
+
   features: tuple[int, ...]
   names: tuple[str | None, ...]
   num_in: int = 1
@@ -174,17 +198,25 @@ class HeadsDense(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    in_shape = x.shape[-self.num_in:]
+    in_shape = x.shape[-self.num_in :]
     flat = (int(np.prod(in_shape)), int(np.prod(self.features)))
     init = lambda key, shape, dtype=jnp.float32: jnp.reshape(
-        self.kernel_init(key, flat, dtype), shape)
-    kernel = self.param('kernel', nn.with_logical_partitioning(init, self.names),
-                        in_shape + tuple(self.features), jnp.float32)
+      self.kernel_init(key, flat, dtype), shape
+    )
+    kernel = self.param(
+      "kernel",
+      nn.with_logical_partitioning(init, self.names),
+      in_shape + tuple(self.features),
+      jnp.float32,
+    )
     bias = None
     if self.use_bias:
-      bias = self.param('bias', nn.with_logical_partitioning(
-          nn.initializers.zeros, self.names[self.num_in:]), tuple(self.features),
-                        jnp.float32)
+      bias = self.param(
+        "bias",
+        nn.with_logical_partitioning(nn.initializers.zeros, self.names[self.num_in :]),
+        tuple(self.features),
+        jnp.float32,
+      )
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     contract = tuple(range(x.ndim - self.num_in, x.ndim))
     y = jax.lax.dot_general(x, kernel, ((contract, tuple(range(self.num_in))), ((), ())))
@@ -196,6 +228,7 @@ class MlpBlock(nn.Module):
 
   GELU is the exact (erf) form (`gelu`), as in BERT, so text checkpoints map 1:1.
   """
+
   mlp_dim: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
@@ -204,12 +237,12 @@ class MlpBlock(nn.Module):
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:
     d = x.shape[-1]
-    y = dense(self.mlp_dim, ('embed', 'mlp'), self.dtype, name='fc1',
-              kernel_init=self.kernel_init)(x)
+    y = dense(self.mlp_dim, ("embed", "mlp"), self.dtype, name="fc1", kernel_init=self.kernel_init)(
+      x
+    )
     y = gelu(y)
     y = nn.Dropout(self.dropout)(y, deterministic=not train)
-    y = dense(d, ('mlp', 'embed'), self.dtype, name='fc2',
-              kernel_init=self.kernel_init)(y)
+    y = dense(d, ("mlp", "embed"), self.dtype, name="fc2", kernel_init=self.kernel_init)(y)
     return nn.Dropout(self.dropout)(y, deterministic=not train)
 
 
@@ -226,8 +259,7 @@ def padding_to_attention_mask(mask: Array) -> Array:
 def check_remat(name: str) -> None:
   """Raises ValueError unless `name` is a key of REMAT_POLICIES."""
   if name not in REMAT_POLICIES:
-    raise ValueError(f'remat must be one of {sorted(REMAT_POLICIES)}, got '
-                     f'{name!r}.')
+    raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)}, got {name!r}.")
 
 
 # Logical axes of the token stream between blocks [B, L, D]. Under a mesh and
@@ -235,20 +267,25 @@ def check_remat(name: str) -> None:
 # axes here; without one this is a no-op. Without the pin, XLA's sharding
 # propagation under FSDP may keep weights split on 'embed' and gather the
 # batch instead, measured as 8x the activation memory on 8 devices.
-TOKEN_AXES = ('batch', None, None)
+TOKEN_AXES = ("batch", None, None)
 
 
-def _call_block(block: nn.Module, x: Array, mask: Array | None,
-                train: bool) -> Array:
+def _call_block(block: nn.Module, x: Array, mask: Array | None, train: bool) -> Array:
   # Positional `train`, so nn.remat can mark it static (static_argnums
   # counts the module as argument 0); a keyword would be traced.
   x = nn.with_logical_constraint(x, TOKEN_AXES)
   return nn.with_logical_constraint(block(x, mask, train=train), TOKEN_AXES)
 
 
-def run_blocks(block: nn.Module, x: Array, mask: Array | None = None, *,
-               train: bool, remat: str = 'none',
-               scan_length: int | None = None) -> Array:
+def run_blocks(
+  block: nn.Module,
+  x: Array,
+  mask: Array | None = None,
+  *,
+  train: bool,
+  remat: str = "none",
+  scan_length: int | None = None,
+) -> Array:
   """Applies a transformer block (once, or `scan_length` times scanned).
 
   `block` is an unbound module defined in the caller's compact method (e.g.
@@ -286,22 +323,29 @@ def run_blocks(block: nn.Module, x: Array, mask: Array | None = None, *,
   """
   check_remat(remat)
   body = _call_block
-  if remat != 'none':
+  if remat != "none":
     # CSE prevention is only needed outside a scan (the loop already keeps
     # XLA from merging the recompute into the forward pass).
-    body = nn.remat(_call_block, policy=REMAT_POLICIES[remat],
-                    static_argnums=(3,), prevent_cse=scan_length is None)
+    body = nn.remat(
+      _call_block,
+      policy=REMAT_POLICIES[remat],
+      static_argnums=(3,),
+      prevent_cse=scan_length is None,
+    )
   if scan_length is None:
     return body(block, x, mask, train)
 
-  def scan_body(module: nn.Module, carry: Array,
-                scan_mask: Array | None) -> tuple[Array, None]:
+  def scan_body(module: nn.Module, carry: Array, scan_mask: Array | None) -> tuple[Array, None]:
     return body(module, carry, scan_mask, train), None
 
   scanned = nn.scan(
-      scan_body, variable_axes={'params': 0},
-      split_rngs={'params': True, 'dropout': True}, in_axes=nn.broadcast,
-      length=scan_length, metadata_params={nn.PARTITION_NAME: LAYERS_AXIS})
+    scan_body,
+    variable_axes={"params": 0},
+    split_rngs={"params": True, "dropout": True},
+    in_axes=nn.broadcast,
+    length=scan_length,
+    metadata_params={nn.PARTITION_NAME: LAYERS_AXIS},
+  )
   x, _ = scanned(block, x, mask)
   return x
 
@@ -313,8 +357,9 @@ def _stack(leaves: Sequence[Array]) -> Array:
   return jnp.stack(leaves)
 
 
-def stack_params(params: Mapping[str, Any],
-                 segments: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def stack_params(
+  params: Mapping[str, Any], segments: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
   """Unscanned -> scanned param layout.
 
   For every `segment -> (name_0, ..., name_{n-1})` of `segments`, the
@@ -332,16 +377,19 @@ def stack_params(params: Mapping[str, Any],
   for segment, names in segments.items():
     missing = [n for n in names if n not in params]
     if missing:
-      raise ValueError(f'Cannot build scanned segment {segment!r}: params '
-                       f'have no {missing} (already scanned?); keys are '
-                       f'{sorted(params)}.')
+      raise ValueError(
+        f"Cannot build scanned segment {segment!r}: params "
+        f"have no {missing} (already scanned?); keys are "
+        f"{sorted(params)}."
+      )
     trees = [params.pop(n) for n in names]
     params[segment] = jax.tree.map(lambda *xs: _stack(xs), *trees)
   return params
 
 
-def unstack_params(params: Mapping[str, Any],
-                   segments: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def unstack_params(
+  params: Mapping[str, Any], segments: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
   """Scanned -> unscanned param layout; the inverse of `stack_params`.
 
   params[segment] (leaves with leading axis n = len(names)) is replaced by
@@ -353,13 +401,15 @@ def unstack_params(params: Mapping[str, Any],
   params = dict(nn.meta.unbox(params))
   for segment, names in segments.items():
     if segment not in params:
-      raise ValueError(f'params have no scanned segment {segment!r} (not '
-                       f'scanned?); keys are {sorted(params)}.')
+      raise ValueError(
+        f"params have no scanned segment {segment!r} (not scanned?); keys are {sorted(params)}."
+      )
     tree = params.pop(segment)
     for leaf in jax.tree.leaves(tree):
       if leaf.shape[:1] != (len(names),):
-        raise ValueError(f'Segment {segment!r} holds {len(names)} layers '
-                         f'but has a leaf of shape {leaf.shape}.')
+        raise ValueError(
+          f"Segment {segment!r} holds {len(names)} layers but has a leaf of shape {leaf.shape}."
+        )
     for k, name in enumerate(names):
       params[name] = jax.tree.map(lambda x, k=k: x[k], tree)
   return params

@@ -27,9 +27,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from svilm.models import layers
 from svilm.models import text_encoder
 from svilm.models import video_encoder
-from svilm.models import layers
 
 Array = Any
 Dtype = Any
@@ -38,8 +38,7 @@ Dtype = Any
 MAX_LOGIT_SCALE = 100.0
 
 
-def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
-                         eps: float = 1e-6) -> Array:
+def pool_video_embedding(clip_emb: Array, weights: Array | None = None, eps: float = 1e-6) -> Array:
   """Video embedding from per-position clip embeddings.
 
   v_b = layers.l2_normalize(sum_k w[b,k] clip_emb[b,k] / max(sum_k w[b,k], eps)).
@@ -59,7 +58,7 @@ def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
     weights = jnp.ones(clip_emb.shape[:2], jnp.float32)
   weights = weights.astype(jnp.float32)
   total = jnp.sum(weights, axis=1, keepdims=True)  # [B, 1]
-  pooled = jnp.einsum('bk,bke->be', weights, clip_emb)
+  pooled = jnp.einsum("bk,bke->be", weights, clip_emb)
   pooled = pooled / jnp.maximum(total, eps)
   return layers.l2_normalize(pooled)
 
@@ -67,12 +66,10 @@ def pool_video_embedding(clip_emb: Array, weights: Array | None = None,
 def _projection(embed_dim: int, dtype: Dtype, name: str) -> nn.Dense:
   # No bias, as in CLIP: a bias would shift every embedding by the same
   # vector and only fight the L2 normalisation.
-  return layers.dense(embed_dim, ('embed', None), dtype, name=name,
-                   use_bias=False)
+  return layers.dense(embed_dim, ("embed", None), dtype, name=name, use_bias=False)
 
 
-def convert_layer_layout(params: Mapping[str, Any],
-                         model: SViLM) -> dict[str, Any]:
+def convert_layer_layout(params: Mapping[str, Any], model: SViLM) -> dict[str, Any]:
   """SViLM params (either layout per tower) in the layout `model` expects.
 
   Args:
@@ -93,10 +90,11 @@ def convert_layer_layout(params: Mapping[str, Any],
   video = video_encoder.VideoEncoder(**dict(model.video), parent=None)
   text = text_encoder.TextEncoder(**dict(model.text), parent=None)
   towers = {
-      'video_encoder': (video.scan_layers, video_encoder.block_segments(
-          video.depth, video.grouping_layers)),
-      'text_encoder': (text.scan_layers,
-                       text_encoder.layer_segments(text.depth)),
+    "video_encoder": (
+      video.scan_layers,
+      video_encoder.block_segments(video.depth, video.grouping_layers),
+    ),
+    "text_encoder": (text.scan_layers, text_encoder.layer_segments(text.depth)),
   }
   for key, (scanned, segments) in towers.items():
     is_scanned = next(iter(segments)) in params[key]
@@ -120,6 +118,7 @@ class SViLM(nn.Module):
     dtype: compute dtype of both towers unless the mappings set their own
       'dtype'; params are float32.
   """
+
   video: Mapping[str, Any] = flax.core.FrozenDict()
   text: Mapping[str, Any] = flax.core.FrozenDict()
   embed_dim: int = 256
@@ -128,23 +127,22 @@ class SViLM(nn.Module):
   dtype: Dtype = jnp.float32
 
   def setup(self):
-    self.video_encoder = video_encoder.VideoEncoder(
-        **{'dtype': self.dtype, **dict(self.video)})
-    self.text_encoder = text_encoder.TextEncoder(
-        **{'dtype': self.dtype, **dict(self.text)})
-    self.video_proj = _projection(self.embed_dim, self.dtype, 'video_proj')
-    self.group_proj = _projection(self.embed_dim, self.dtype, 'group_proj')
-    self.text_proj = _projection(self.embed_dim, self.dtype, 'text_proj')
+    self.video_encoder = video_encoder.VideoEncoder(**{"dtype": self.dtype, **dict(self.video)})
+    self.text_encoder = text_encoder.TextEncoder(**{"dtype": self.dtype, **dict(self.text)})
+    self.video_proj = _projection(self.embed_dim, self.dtype, "video_proj")
+    self.group_proj = _projection(self.embed_dim, self.dtype, "group_proj")
+    self.text_proj = _projection(self.embed_dim, self.dtype, "text_proj")
     init_value = float(np.log(1.0 / self.temperature_init))
     if self.learn_temperature:
       self.log_logit_scale = self.param(
-          'log_logit_scale', nn.with_logical_partitioning(
-              nn.initializers.constant(init_value), ()), ())
+        "log_logit_scale",
+        nn.with_logical_partitioning(nn.initializers.constant(init_value), ()),
+        (),
+      )
     else:
       self.log_logit_scale = jnp.asarray(init_value, jnp.float32)
 
-  def encode_video(self, video: Array, *,
-                   train: bool) -> tuple[dict[str, Array], dict[str, Any]]:
+  def encode_video(self, video: Array, *, train: bool) -> tuple[dict[str, Array], dict[str, Any]]:
     """Embeds a video [B, T, H, W, 3].
 
     Returns:
@@ -155,14 +153,14 @@ class SViLM(nn.Module):
         'tokens' (final video tokens [B, N_t, H_p, W_p, D]).
     """
     tokens, inter = self.video_encoder(video, train=train)
-    clip_emb = self.video_proj(inter['clip_features']).astype(jnp.float32)
-    group_emb = layers.l2_normalize(
-        self.group_proj(inter['group_tokens']).astype(jnp.float32))
-    outputs = {'clip_emb': clip_emb, 'group_emb': group_emb}
-    return outputs, {**inter, 'clip_emb': clip_emb, 'tokens': tokens}
+    clip_emb = self.video_proj(inter["clip_features"]).astype(jnp.float32)
+    group_emb = layers.l2_normalize(self.group_proj(inter["group_tokens"]).astype(jnp.float32))
+    outputs = {"clip_emb": clip_emb, "group_emb": group_emb}
+    return outputs, {**inter, "clip_emb": clip_emb, "tokens": tokens}
 
-  def encode_text(self, tokens: Array, mask: Array, *,
-                  train: bool) -> tuple[Array, dict[str, Array]]:
+  def encode_text(
+    self, tokens: Array, mask: Array, *, train: bool
+  ) -> tuple[Array, dict[str, Array]]:
     """Embeds token ids [..., L] (mask [..., L]) to [..., E], L2-normalised.
 
     Intermediates: {'tokens': [..., L, D_text]} final hidden states and
@@ -170,15 +168,22 @@ class SViLM(nn.Module):
     """
     pooled, inter = self.text_encoder(tokens, mask, train=train)
     emb = layers.l2_normalize(self.text_proj(pooled).astype(jnp.float32))
-    return emb, {**inter, 'pooled': pooled}
+    return emb, {**inter, "pooled": pooled}
 
   def logit_scale(self) -> Array:
     """exp(log_logit_scale) clipped to at most 100, float32 scalar."""
     return jnp.minimum(jnp.exp(self.log_logit_scale), MAX_LOGIT_SCALE)
 
-  def __call__(self, video: Array, text_tokens: Array, text_mask: Array,
-               noun_tokens: Array, noun_mask: Array, *,
-               train: bool) -> tuple[dict[str, Array], dict[str, Any]]:
+  def __call__(
+    self,
+    video: Array,
+    text_tokens: Array,
+    text_mask: Array,
+    noun_tokens: Array,
+    noun_mask: Array,
+    *,
+    train: bool,
+  ) -> tuple[dict[str, Array], dict[str, Any]]:
     """Runs both towers on a batch.
 
     Args:
@@ -195,12 +200,13 @@ class SViLM(nn.Module):
         [B, L, D_text] and 'noun_tokens' [B, K, Ln, D_text].
     """
     outputs, inter = self.encode_video(video, train=train)
-    text_emb, text_inter = self.encode_text(text_tokens, text_mask,
-                                            train=train)
-    noun_emb, noun_inter = self.encode_text(noun_tokens, noun_mask,
-                                            train=train)
-    outputs = {**outputs, 'text_emb': text_emb, 'noun_emb': noun_emb,
-               'logit_scale': self.logit_scale()}
-    inter = {**inter, 'text_tokens': text_inter['tokens'],
-             'noun_tokens': noun_inter['tokens']}
+    text_emb, text_inter = self.encode_text(text_tokens, text_mask, train=train)
+    noun_emb, noun_inter = self.encode_text(noun_tokens, noun_mask, train=train)
+    outputs = {
+      **outputs,
+      "text_emb": text_emb,
+      "noun_emb": noun_emb,
+      "logit_scale": self.logit_scale(),
+    }
+    inter = {**inter, "text_tokens": text_inter["tokens"], "noun_tokens": noun_inter["tokens"]}
     return outputs, inter

@@ -36,16 +36,15 @@ BERT_LN_EPS = 1e-12
 
 
 # Param name of the scanned stack of BertLayers.
-SCANNED_LAYERS = 'layers'
+SCANNED_LAYERS = "layers"
 
 
 def layer_segments(depth: int) -> dict[str, tuple[str, ...]]:
   """{'layers': ('layer_0', ..., 'layer_{depth-1}')}, the one scan segment."""
-  return {SCANNED_LAYERS: tuple(f'layer_{i}' for i in range(depth))}
+  return {SCANNED_LAYERS: tuple(f"layer_{i}" for i in range(depth))}
 
 
-def stack_layer_params(params: Mapping[str, Any],
-                       depth: int) -> dict[str, Any]:
+def stack_layer_params(params: Mapping[str, Any], depth: int) -> dict[str, Any]:
   """TextEncoder params, unscanned -> scan_layers=True layout (plain arrays).
 
   `params` is the encoder's own param tree (e.g. SViLM's
@@ -54,8 +53,7 @@ def stack_layer_params(params: Mapping[str, Any],
   return layers.stack_params(params, layer_segments(depth))
 
 
-def unstack_layer_params(params: Mapping[str, Any],
-                         depth: int) -> dict[str, Any]:
+def unstack_layer_params(params: Mapping[str, Any], depth: int) -> dict[str, Any]:
   """Inverse of `stack_layer_params` (scanned -> unscanned layout)."""
   return layers.unstack_params(params, layer_segments(depth))
 
@@ -65,6 +63,7 @@ class BertLayer(nn.Module):
 
   Input [B, L, D]; `mask` is a boolean attention mask [B, 1, 1, L].
   """
+
   num_heads: int
   mlp_dim: int
   dropout: float = 0.0
@@ -73,20 +72,18 @@ class BertLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, mask: Array, *, train: bool) -> Array:
     d = x.shape[-1]
-    y = layers.SelfAttention(self.num_heads, self.dropout, self.dtype,
-                          kernel_init=BERT_INIT, name='attention')(
-                              x, mask, train=train)
+    y = layers.SelfAttention(
+      self.num_heads, self.dropout, self.dtype, kernel_init=BERT_INIT, name="attention"
+    )(x, mask, train=train)
     y = nn.Dropout(self.dropout)(y, deterministic=not train)
-    x = layers.layer_norm(self.dtype, name='attention_layernorm',
-                       epsilon=BERT_LN_EPS)(x + y)
-    y = layers.dense(self.mlp_dim, ('embed', 'mlp'), self.dtype,
-                  name='intermediate', kernel_init=BERT_INIT)(x)
+    x = layers.layer_norm(self.dtype, name="attention_layernorm", epsilon=BERT_LN_EPS)(x + y)
+    y = layers.dense(
+      self.mlp_dim, ("embed", "mlp"), self.dtype, name="intermediate", kernel_init=BERT_INIT
+    )(x)
     y = layers.gelu(y)
-    y = layers.dense(d, ('mlp', 'embed'), self.dtype, name='output',
-                  kernel_init=BERT_INIT)(y)
+    y = layers.dense(d, ("mlp", "embed"), self.dtype, name="output", kernel_init=BERT_INIT)(y)
     y = nn.Dropout(self.dropout)(y, deterministic=not train)
-    return layers.layer_norm(self.dtype, name='output_layernorm',
-                          epsilon=BERT_LN_EPS)(x + y)
+    return layers.layer_norm(self.dtype, name="output_layernorm", epsilon=BERT_LN_EPS)(x + y)
 
 
 class TextEncoder(nn.Module):
@@ -114,6 +111,7 @@ class TextEncoder(nn.Module):
       for remat to save memory on XLA:CPU.
     dtype: compute dtype; params are float32.
   """
+
   vocab_size: int = 30522
   width: int = 768
   depth: int = 12
@@ -121,13 +119,12 @@ class TextEncoder(nn.Module):
   mlp_dim: int = 3072
   max_len: int = 512
   dropout: float = 0.0
-  remat: str = 'none'
+  remat: str = "none"
   scan_layers: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, tokens: Array, mask: Array, *,
-               train: bool) -> tuple[Array, dict[str, Array]]:
+  def __call__(self, tokens: Array, mask: Array, *, train: bool) -> tuple[Array, dict[str, Array]]:
     """Encodes token ids.
 
     Args:
@@ -141,38 +138,44 @@ class TextEncoder(nn.Module):
       pooled [..., D] (hidden state of token 0) and {'tokens': [..., L, D]}.
     """
     if tokens.shape != mask.shape:
-      raise ValueError(f'tokens {tokens.shape} and mask {mask.shape} must '
-                       f'have the same shape.')
+      raise ValueError(f"tokens {tokens.shape} and mask {mask.shape} must have the same shape.")
     *lead, length = tokens.shape
     if length > self.max_len:
-      raise ValueError(f'Text length {length} exceeds max_len '
-                       f'{self.max_len}.')
+      raise ValueError(f"Text length {length} exceeds max_len {self.max_len}.")
     # Nouns come as [B, K, Ln]: run them as one [B*K, Ln] batch.
     tokens = tokens.reshape(-1, length)
     mask = mask.reshape(-1, length)
 
-    x = nn.Embed(self.vocab_size, self.width, dtype=self.dtype,
-                 embedding_init=nn.with_logical_partitioning(
-                     BERT_INIT, ('vocab', 'embed')),
-                 name='word_embeddings')(tokens)
-    pos = self.param('position_embeddings',
-                     nn.with_logical_partitioning(BERT_INIT, (None, 'embed')),
-                     (self.max_len, self.width))
+    x = nn.Embed(
+      self.vocab_size,
+      self.width,
+      dtype=self.dtype,
+      embedding_init=nn.with_logical_partitioning(BERT_INIT, ("vocab", "embed")),
+      name="word_embeddings",
+    )(tokens)
+    pos = self.param(
+      "position_embeddings",
+      nn.with_logical_partitioning(BERT_INIT, (None, "embed")),
+      (self.max_len, self.width),
+    )
     x = x + pos[:length].astype(self.dtype)[None]
-    x = layers.layer_norm(self.dtype, name='embeddings_layernorm',
-                       epsilon=BERT_LN_EPS)(x)
+    x = layers.layer_norm(self.dtype, name="embeddings_layernorm", epsilon=BERT_LN_EPS)(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
 
     attn_mask = layers.padding_to_attention_mask(mask)
-    layer = functools.partial(BertLayer, self.num_heads, self.mlp_dim,
-                              self.dropout, self.dtype)
+    layer = functools.partial(BertLayer, self.num_heads, self.mlp_dim, self.dropout, self.dtype)
     if self.scan_layers:
-      x = layers.run_blocks(layer(name=SCANNED_LAYERS), x, attn_mask,
-                         train=train, remat=self.remat, scan_length=self.depth)
+      x = layers.run_blocks(
+        layer(name=SCANNED_LAYERS),
+        x,
+        attn_mask,
+        train=train,
+        remat=self.remat,
+        scan_length=self.depth,
+      )
     else:
       for i in range(self.depth):
-        x = layers.run_blocks(layer(name=f'layer_{i}'), x, attn_mask,
-                           train=train, remat=self.remat)
+        x = layers.run_blocks(layer(name=f"layer_{i}"), x, attn_mask, train=train, remat=self.remat)
 
     x = x.reshape(*lead, length, self.width)
-    return x[..., 0, :], {'tokens': x}
+    return x[..., 0, :], {"tokens": x}

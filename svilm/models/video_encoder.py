@@ -51,18 +51,24 @@ def validate_grouping_layers(group_layers: Sequence[int], depth: int) -> None:
   """Raises ValueError unless `group_layers` are distinct ints in [1, depth]."""
   group_layers = tuple(group_layers)
   if not group_layers:
-    raise ValueError('grouping_layers must name at least one layer.')
+    raise ValueError("grouping_layers must name at least one layer.")
   if len(set(group_layers)) != len(group_layers):
-    raise ValueError(f'grouping_layers must be distinct, got {group_layers}.')
-  bad = [l for l in group_layers
-         if not isinstance(l, numbers.Integral) or not 1 <= l <= depth]
+    raise ValueError(f"grouping_layers must be distinct, got {group_layers}.")
+  bad = [
+    layer
+    for layer in group_layers
+    if not isinstance(layer, numbers.Integral) or not 1 <= layer <= depth
+  ]
   if bad:
-    raise ValueError(f'grouping_layers are 1-based layer indices in '
-                     f'[1, depth={depth}]; got {group_layers} (bad: {bad}).')
+    raise ValueError(
+      f"grouping_layers are 1-based layer indices in "
+      f"[1, depth={depth}]; got {group_layers} (bad: {bad})."
+    )
 
 
-def scan_segments(depth: int, grouping_layers: Sequence[int] | None = None
-                  ) -> tuple[tuple[int, int], ...]:
+def scan_segments(
+  depth: int, grouping_layers: Sequence[int] | None = None
+) -> tuple[tuple[int, int], ...]:
   """1-based inclusive (first, last) block runs between grouping points.
 
   The runs cover 1..depth in order and each ends at a grouping layer or at
@@ -72,29 +78,32 @@ def scan_segments(depth: int, grouping_layers: Sequence[int] | None = None
   if grouping_layers is None:
     grouping_layers = default_grouping_layers(depth)
   validate_grouping_layers(grouping_layers, depth)
-  ends = sorted({l for l in grouping_layers if l < depth} | {depth})
+  ends = sorted({layer for layer in grouping_layers if layer < depth} | {depth})
   starts = [1] + [end + 1 for end in ends[:-1]]
   return tuple(zip(starts, ends))
 
 
 def segment_name(first: int, last: int) -> str:
   """Param name of the scanned run of blocks first..last (1-based)."""
-  return f'blocks_{first}_{last}'
+  return f"blocks_{first}_{last}"
 
 
-def block_segments(depth: int, grouping_layers: Sequence[int] | None = None
-                   ) -> dict[str, tuple[str, ...]]:
+def block_segments(
+  depth: int, grouping_layers: Sequence[int] | None = None
+) -> dict[str, tuple[str, ...]]:
   """Scanned segment param name -> the unscanned block names it stacks.
 
   E.g. {'blocks_1_6': ('block_1', ..., 'block_6'), 'blocks_7_9': ...}.
   """
-  return {segment_name(a, b): tuple(f'block_{i}' for i in range(a, b + 1))
-          for a, b in scan_segments(depth, grouping_layers)}
+  return {
+    segment_name(a, b): tuple(f"block_{i}" for i in range(a, b + 1))
+    for a, b in scan_segments(depth, grouping_layers)
+  }
 
 
-def stack_block_params(params: Mapping[str, Any], depth: int,
-                       grouping_layers: Sequence[int] | None = None
-                       ) -> dict[str, Any]:
+def stack_block_params(
+  params: Mapping[str, Any], depth: int, grouping_layers: Sequence[int] | None = None
+) -> dict[str, Any]:
   """VideoEncoder params, unscanned -> scan_layers=True layout (plain arrays).
 
   `params` is the encoder's own param tree (e.g. SViLM's
@@ -103,9 +112,9 @@ def stack_block_params(params: Mapping[str, Any], depth: int,
   return layers.stack_params(params, block_segments(depth, grouping_layers))
 
 
-def unstack_block_params(params: Mapping[str, Any], depth: int,
-                         grouping_layers: Sequence[int] | None = None
-                         ) -> dict[str, Any]:
+def unstack_block_params(
+  params: Mapping[str, Any], depth: int, grouping_layers: Sequence[int] | None = None
+) -> dict[str, Any]:
   """Inverse of `stack_block_params` (scanned -> unscanned layout)."""
   return layers.unstack_params(params, block_segments(depth, grouping_layers))
 
@@ -140,19 +149,20 @@ class VideoEncoder(nn.Module):
       docstring). Needed for remat to save memory on XLA:CPU.
     dtype: compute dtype; params are float32.
   """
+
   patch_size: tuple[int, int, int] = (2, 16, 16)
   width: int = 768
   depth: int = 12
   num_heads: int = 12
   mlp_dim: int = 3072
   dropout: float = 0.0
-  pos_embedding: str = 'joint'
+  pos_embedding: str = "joint"
   num_groups: int = 32
   grouping_layers: tuple[int, ...] | None = None
   hard_assignment: bool = True
   gumbel_noise: bool = True
   gumbel_temperature: float = 1.0
-  remat: str = 'none'
+  remat: str = "none"
   scan_layers: bool = False
   dtype: Dtype = jnp.float32
 
@@ -170,8 +180,7 @@ class VideoEncoder(nn.Module):
     return group_layers
 
   @nn.compact
-  def __call__(self, video: Array, *,
-               train: bool) -> tuple[Array, dict[str, Any]]:
+  def __call__(self, video: Array, *, train: bool) -> tuple[Array, dict[str, Any]]:
     """Encodes a video.
 
     Args:
@@ -192,49 +201,54 @@ class VideoEncoder(nn.Module):
     n_t, h_p, w_p = self.grid_shape(video.shape)
     batch = video.shape[0]
 
-    x = vit.TubeletEmbedding(self.width, self.patch_size, self.dtype,
-                             name='embedding')(video.astype(self.dtype))
-    x = vit.SpaceTimePositionEmbedding(self.pos_embedding, self.dtype,
-                                       name='pos_embedding')(x)
+    x = vit.TubeletEmbedding(self.width, self.patch_size, self.dtype, name="embedding")(
+      video.astype(self.dtype)
+    )
+    x = vit.SpaceTimePositionEmbedding(self.pos_embedding, self.dtype, name="pos_embedding")(x)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     x = x.reshape(batch, n_t * h_p * w_p, self.width)
 
     group_init = nn.with_logical_partitioning(
-        nn.initializers.truncated_normal(stddev=0.02), ('groups', 'embed'))
-    groups = self.param('group_tokens', group_init,
-                        (self.num_groups, self.width))
-    groups = jnp.broadcast_to(groups.astype(self.dtype)[None],
-                              (batch, self.num_groups, self.width))
+      nn.initializers.truncated_normal(stddev=0.02), ("groups", "embed")
+    )
+    groups = self.param("group_tokens", group_init, (self.num_groups, self.width))
+    groups = jnp.broadcast_to(groups.astype(self.dtype)[None], (batch, self.num_groups, self.width))
 
-    block = functools.partial(vit.EncoderBlock, self.num_heads, self.mlp_dim,
-                              self.dropout, self.dtype)
+    block = functools.partial(
+      vit.EncoderBlock, self.num_heads, self.mlp_dim, self.dropout, self.dtype
+    )
     # (param name, scan length or None, 1-based index of its last block).
     if self.scan_layers:
-      runs = [(segment_name(a, b), b - a + 1, b)
-              for a, b in scan_segments(self.depth, group_layers)]
+      runs = [
+        (segment_name(a, b), b - a + 1, b) for a, b in scan_segments(self.depth, group_layers)
+      ]
     else:
-      runs = [(f'block_{i}', None, i) for i in range(1, self.depth + 1)]
+      runs = [(f"block_{i}", None, i) for i in range(1, self.depth + 1)]
 
     soft_assignments, assignments = [], []
     for name, scan_length, last in runs:
-      x = layers.run_blocks(block(name=name), x, train=train, remat=self.remat,
-                         scan_length=scan_length)
+      x = layers.run_blocks(
+        block(name=name), x, train=train, remat=self.remat, scan_length=scan_length
+      )
       if last in group_layers:
         groups, info = grouping.GroupingBlock(
-            mlp_dim=self.mlp_dim, hard=self.hard_assignment,
-            gumbel=self.gumbel_noise,
-            gumbel_temperature=self.gumbel_temperature,
-            dropout=self.dropout, dtype=self.dtype,
-            name=f'grouping_{last}')(groups, x, train=train)
-        soft_assignments.append(info['soft_assignment'])
-        assignments.append(info['assignment'])
+          mlp_dim=self.mlp_dim,
+          hard=self.hard_assignment,
+          gumbel=self.gumbel_noise,
+          gumbel_temperature=self.gumbel_temperature,
+          dropout=self.dropout,
+          dtype=self.dtype,
+          name=f"grouping_{last}",
+        )(groups, x, train=train)
+        soft_assignments.append(info["soft_assignment"])
+        assignments.append(info["assignment"])
 
-    x = layers.layer_norm(self.dtype, name='encoder_norm')(x)
-    groups = layers.layer_norm(self.dtype, name='group_norm')(groups)
+    x = layers.layer_norm(self.dtype, name="encoder_norm")(x)
+    groups = layers.layer_norm(self.dtype, name="group_norm")(groups)
     tokens = x.reshape(batch, n_t, h_p, w_p, self.width)
     return tokens, {
-        'clip_features': jnp.mean(tokens, axis=(2, 3)),
-        'group_tokens': groups,
-        'soft_assignments': tuple(soft_assignments),
-        'assignments': tuple(assignments),
+      "clip_features": jnp.mean(tokens, axis=(2, 3)),
+      "group_tokens": groups,
+      "soft_assignments": tuple(soft_assignments),
+      "assignments": tuple(assignments),
     }

@@ -13,8 +13,8 @@ from svilm.tasks import base
 
 # name -> "module:class"
 _REGISTRY = {
-    "pretrain": "svilm.tasks.pretrain:PretrainTask",
-    "retrieval": "svilm.tasks.retrieval:RetrievalTask",
+  "pretrain": "svilm.tasks.pretrain:PretrainTask",
+  "retrieval": "svilm.tasks.retrieval:RetrievalTask",
 }
 
 
@@ -26,8 +26,9 @@ def names() -> tuple[str, ...]:
 def get(name: str) -> base.Task:
   """The Task registered as `name`; an unknown name is a ValueError listing the known ones."""
   if name not in _REGISTRY:
-    raise ValueError(f"config.task={name!r} is not a registered task; known tasks: "
-                     f"{', '.join(names())}")
+    raise ValueError(
+      f"config.task={name!r} is not a registered task; known tasks: {', '.join(names())}"
+    )
   module, cls = _REGISTRY[name].split(":")
   task = getattr(importlib.import_module(module), cls)()
   assert task.name == name, (task.name, name)

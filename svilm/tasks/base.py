@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping, Protocol
 
+from flax import linen as nn
 import jax
 import ml_collections
-from flax import linen as nn
 
 Batch = dict[str, Any]
 Metrics = dict[str, Any]
@@ -33,18 +33,19 @@ Metrics = dict[str, Any]
 
 class Evaluator(Protocol):
   """One evaluation, run by the trainer at its cadence; `run` returns {"<task>/<metric>": v}."""
-  name: str
-  every_steps: int     # 0: only at the end of training
 
-  def run(self, params: Any) -> dict[str, float]:
-    ...
+  name: str
+  every_steps: int  # 0: only at the end of training
+
+  def run(self, params: Any) -> dict[str, float]: ...
 
 
 @dataclasses.dataclass(frozen=True)
 class DataContext:
   """What the trainer resolved about the data before building the task's pipelines."""
-  sources: Any          # svilm.data_setup.DataSources
-  tokenizer: Any        # data_pipelines.tokenizer.Tokenizer
+
+  sources: Any  # svilm.data_setup.DataSources
+  tokenizer: Any  # data_pipelines.tokenizer.Tokenizer
 
 
 class Task:
@@ -53,11 +54,11 @@ class Task:
   `name` is the registry name and the prefix of the task's own metric keys. `init_from_map`
   maps checkpoint subtree paths ("/"-joined; "" is the whole tree) to model subtree paths.
   """
+
   name: str = ""
   init_from_map: Mapping[str, str] = {}
 
-  def validate_config(self, config: ml_collections.ConfigDict, vocab_size: int | None
-                      ) -> None:
+  def validate_config(self, config: ml_collections.ConfigDict, vocab_size: int | None) -> None:
     """Checks the task's keys of an unlocked copy of `config` and fills derived values.
 
     vocab_size is None before the tokenizer is known (the early check at start-up). Raise
@@ -70,38 +71,71 @@ class Task:
   def dummy_batch(self, config: ml_collections.ConfigDict, batch_size: int) -> Batch:
     raise NotImplementedError
 
-  def init_variables(self, model: nn.Module, config: ml_collections.ConfigDict,
-                     rngs: dict[str, jax.Array], batch: Batch) -> dict:
+  def init_variables(
+    self,
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+    rngs: dict[str, jax.Array],
+    batch: Batch,
+  ) -> dict:
     """model.init on `batch` (a dummy batch of 2), in inference mode."""
     raise NotImplementedError
 
-  def loss_fn(self, params: Any, batch: Batch, rng: jax.Array, *, model: nn.Module,
-              config: ml_collections.ConfigDict) -> tuple[jax.Array, Metrics]:
+  def loss_fn(
+    self,
+    params: Any,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    model: nn.Module,
+    config: ml_collections.ConfigDict,
+  ) -> tuple[jax.Array, Metrics]:
     raise NotImplementedError
 
-  def input_ops(self, config: ml_collections.ConfigDict, tokenizer: Any, *, train: bool
-                ) -> tuple[list, list]:
+  def input_ops(
+    self, config: ml_collections.ConfigDict, tokenizer: Any, *, train: bool
+  ) -> tuple[list, list]:
     """(example ops, batch ops) that turn a record into the batch contract
     (data_pipelines/ops.py); built with this `train` and seed=config.seed."""
     raise NotImplementedError
 
-  def train_dataset(self, config: ml_collections.ConfigDict, data: DataContext, *,
-                    start_index: int, process_index: int, process_count: int):
+  def train_dataset(
+    self,
+    config: ml_collections.ConfigDict,
+    data: DataContext,
+    *,
+    start_index: int,
+    process_index: int,
+    process_count: int,
+  ):
     """This host's training batches: the task's input ops over the configured shards."""
-    from svilm import data_setup   # data_setup imports the data pipeline; keep base light
+    from svilm import data_setup  # data_setup imports the data pipeline; keep base light
+
     example_ops, batch_ops = self.input_ops(config, data.tokenizer, train=True)
-    return data_setup.train_dataset(config, data.sources, example_ops=example_ops,
-                                    batch_ops=batch_ops, start_index=start_index,
-                                    process_index=process_index, process_count=process_count)
+    return data_setup.train_dataset(
+      config,
+      data.sources,
+      example_ops=example_ops,
+      batch_ops=batch_ops,
+      start_index=start_index,
+      process_index=process_index,
+      process_count=process_count,
+    )
 
   def video_grid(self, config: ml_collections.ConfigDict) -> tuple[int, int, int] | None:
     """The video model's tubelet grid (N_t, H_p, W_p), recorded in checkpoints so that
     init_from can resample position tables; None for a task without a video model."""
     return None
 
-  def evaluators(self, config: ml_collections.ConfigDict, data: DataContext, *,
-                 model: nn.Module, mesh: jax.sharding.Mesh, params_shardings: Any
-                 ) -> list[Evaluator]:
+  def evaluators(
+    self,
+    config: ml_collections.ConfigDict,
+    data: DataContext,
+    *,
+    model: nn.Module,
+    mesh: jax.sharding.Mesh,
+    params_shardings: Any,
+  ) -> list[Evaluator]:
     """The evaluators of config.evals, ready to `run(params)`."""
     return []
 

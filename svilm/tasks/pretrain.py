@@ -33,25 +33,44 @@ def compute_losses(params, batch, rng, *, model, config):
   else:
     fg_mask = jnp.ones((video.shape[0], positions), jnp.float32)
   outputs, intermediates = model.apply(
-      {"params": params}, video, batch["text_tokens"], batch["text_mask"],
-      batch["noun_tokens"], batch["noun_mask"], train=True,
-      rngs={"gumbel": gumbel_rng, "dropout": dropout_rng})
+    {"params": params},
+    video,
+    batch["text_tokens"],
+    batch["text_mask"],
+    batch["noun_tokens"],
+    batch["noun_mask"],
+    train=True,
+    rngs={"gumbel": gumbel_rng, "dropout": dropout_rng},
+  )
   weights = fg_mask if config.loss.video_pooling == "foreground" else None
   video_emb = svilm_model.pool_video_embedding(outputs["clip_emb"], weights)
   scale = outputs["logit_scale"]
   terms, metrics = {}, {}
   terms["contrast"], contrast_metrics = losses.contrastive_loss(
-      video_emb, outputs["text_emb"], scale)
+    video_emb, outputs["text_emb"], scale
+  )
   if cut.enabled:
     terms["temporal"] = losses.temporal_grouping_loss(
-        intermediates["clip_features"], fg_mask, config.loss.temporal_temperature,
-        config.loss.temporal_kind)
+      intermediates["clip_features"],
+      fg_mask,
+      config.loss.temporal_temperature,
+      config.loss.temporal_kind,
+    )
   terms["grounding"], grounding_metrics = losses.spatial_grounding_loss(
-      outputs["noun_emb"], batch["noun_valid"], outputs["group_emb"],
-      config.loss.grounding_assign_temperature, scale)
-  total = losses.total_loss(terms, {"contrast": config.loss.contrast_weight,
-                                     "temporal": config.loss.temporal_weight,
-                                     "grounding": config.loss.grounding_weight})
+    outputs["noun_emb"],
+    batch["noun_valid"],
+    outputs["group_emb"],
+    config.loss.grounding_assign_temperature,
+    scale,
+  )
+  total = losses.total_loss(
+    terms,
+    {
+      "contrast": config.loss.contrast_weight,
+      "temporal": config.loss.temporal_weight,
+      "grounding": config.loss.grounding_weight,
+    },
+  )
   metrics.update({f"loss/{name}": value for name, value in terms.items()})
   metrics.update({f"train/{k}": v for k, v in {**contrast_metrics, **grounding_metrics}.items()})
   metrics["loss/total"] = total
@@ -61,6 +80,7 @@ def compute_losses(params, batch, rng, *, model, config):
 
 class _HeldOut:
   """The pretraining evaluator at its config.eval_every_steps cadence."""
+
   name = "heldout"
 
   def __init__(self, evaluator: pretrain_eval.PretrainEvaluator, every_steps: int):
@@ -72,6 +92,7 @@ class _HeldOut:
 
 class PretrainTask(video_text.VideoTextTask):
   """S-ViLM pretraining (the method, exactly: docs/losses_and_metrics.md)."""
+
   name = "pretrain"
   # Pretraining starts from scratch; init_from continues the whole dual encoder.
   init_from_map = {"": ""}
@@ -79,27 +100,39 @@ class PretrainTask(video_text.VideoTextTask):
   def validate_config(self, config, vocab_size):
     super().validate_config(config, vocab_size)
     data, loss = config.data, config.loss
-    require("{}" in data.noun_prompt,
-            f"data.noun_prompt={data.noun_prompt!r} must contain '{{}}' for the noun")
-    require(loss.video_pooling in ("foreground", "all"),
-            f"loss.video_pooling must be 'foreground' or 'all', got {loss.video_pooling!r}")
-    require(loss.temporal_kind in ("mse", "bce"),
-            f"loss.temporal_kind must be 'mse' or 'bce', got {loss.temporal_kind!r}")
+    require(
+      "{}" in data.noun_prompt,
+      f"data.noun_prompt={data.noun_prompt!r} must contain '{{}}' for the noun",
+    )
+    require(
+      loss.video_pooling in ("foreground", "all"),
+      f"loss.video_pooling must be 'foreground' or 'all', got {loss.video_pooling!r}",
+    )
+    require(
+      loss.temporal_kind in ("mse", "bce"),
+      f"loss.temporal_kind must be 'mse' or 'bce', got {loss.temporal_kind!r}",
+    )
     positions = configuration.num_temporal_positions(config)
     cut = config.cut_and_paste
     if cut.max_span == -1:
       cut.max_span = positions - 1
     if cut.enabled:
-      require(positions >= 2, f"cut_and_paste needs >= 2 temporal positions, the clip has "
-              f"{positions} (data.num_frames / model.video.patch_size[0])")
-      require(1 <= cut.min_span <= cut.max_span <= positions - 1,
-              f"cut_and_paste.min_span={cut.min_span} / max_span={cut.max_span} must satisfy "
-              f"1 <= min_span <= max_span <= {positions - 1} (temporal positions - 1, so at "
-              "least one background position remains)")
+      require(
+        positions >= 2,
+        f"cut_and_paste needs >= 2 temporal positions, the clip has "
+        f"{positions} (data.num_frames / model.video.patch_size[0])",
+      )
+      require(
+        1 <= cut.min_span <= cut.max_span <= positions - 1,
+        f"cut_and_paste.min_span={cut.min_span} / max_span={cut.max_span} must satisfy "
+        f"1 <= min_span <= max_span <= {positions - 1} (temporal positions - 1, so at "
+        "least one background position remains)",
+      )
     elif loss.temporal_weight:
       raise configuration.ConfigError(
-          "loss.temporal_weight > 0 needs cut_and_paste.enabled=True (the temporal grouping "
-          "loss is defined on cut-and-paste clips)")
+        "loss.temporal_weight > 0 needs cut_and_paste.enabled=True (the temporal grouping "
+        "loss is defined on cut-and-paste clips)"
+      )
 
   def dummy_batch(self, config, batch_size):
     return video_text.dummy_batch(config, batch_size)
@@ -115,13 +148,17 @@ class PretrainTask(video_text.VideoTextTask):
     (the batch contract of data_pipelines/input_pipeline.py)."""
     data = config.data
     example_ops = data_setup.clip_ops(config, train=train, seed=config.seed) + [
-        ops.Caption(train=train, seed=config.seed), ops.Nouns(data.num_nouns)]
-    batch_ops = [ops.Tokenize(tokenizer, "caption", data.max_text_len, name="text"),
-                 ops.Tokenize(tokenizer, "nouns", data.max_noun_len, name="noun",
-                              prompt=data.noun_prompt)]
+      ops.Caption(train=train, seed=config.seed),
+      ops.Nouns(data.num_nouns),
+    ]
+    batch_ops = [
+      ops.Tokenize(tokenizer, "caption", data.max_text_len, name="text"),
+      ops.Tokenize(tokenizer, "nouns", data.max_noun_len, name="noun", prompt=data.noun_prompt),
+    ]
     return example_ops, batch_ops
 
   def evaluators(self, config, data, *, model, mesh, params_shardings):
-    evaluator = pretrain_eval.PretrainEvaluator(config, model, mesh, params_shardings,
-                                                data.sources.eval_files, data.tokenizer)
+    evaluator = pretrain_eval.PretrainEvaluator(
+      config, model, mesh, params_shardings, data.sources.eval_files, data.tokenizer
+    )
     return [_HeldOut(evaluator, config.eval_every_steps)]

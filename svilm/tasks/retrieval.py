@@ -28,16 +28,25 @@ BENCHMARKS = ("shapesworld", "msrvtt")
 
 
 def _encode_both(module, video, tokens, mask, train):
-  return (module.encode_video(video, train=train), module.encode_text(tokens, mask, train=train),
-          module.logit_scale())
+  return (
+    module.encode_video(video, train=train),
+    module.encode_text(tokens, mask, train=train),
+    module.logit_scale(),
+  )
 
 
 def compute_loss(params, batch, rng, *, model, config):
   """Symmetric InfoNCE between mean-pooled clip embeddings and caption embeddings."""
   gumbel_rng, dropout_rng = jax.random.split(rng)
   (video_out, _), (text_emb, _), scale = model.apply(
-      {"params": params}, batch["video"], batch["text_tokens"], batch["text_mask"], True,
-      method=_encode_both, rngs={"gumbel": gumbel_rng, "dropout": dropout_rng})
+    {"params": params},
+    batch["video"],
+    batch["text_tokens"],
+    batch["text_mask"],
+    True,
+    method=_encode_both,
+    rngs={"gumbel": gumbel_rng, "dropout": dropout_rng},
+  )
   video_emb = svilm_model.pool_video_embedding(video_out["clip_emb"], None)
   loss, metrics = losses.contrastive_loss(video_emb, text_emb, scale)
   metrics = {f"train/{k}": v for k, v in metrics.items()}
@@ -47,6 +56,7 @@ def compute_loss(params, batch, rng, *, model, config):
 
 class RetrievalTask(video_text.VideoTextTask):
   """Text-video retrieval finetuning (configs/retrieval.py)."""
+
   name = "retrieval"
   # The whole dual encoder: towers, projections, temperature.
   init_from_map = {"": ""}
@@ -54,12 +64,14 @@ class RetrievalTask(video_text.VideoTextTask):
   def validate_config(self, config, vocab_size):
     super().validate_config(config, vocab_size)
     benchmark = config.retrieval.benchmark
-    configuration.require(benchmark in BENCHMARKS,
-                          f"retrieval.benchmark={benchmark!r} is not one of {BENCHMARKS}")
     configuration.require(
-        benchmark == "shapesworld" or config.data.path,
-        f"retrieval.benchmark={benchmark!r} reads your shards: pass "
-        "--config.data.path=SHARD_DIR (for MSR-VTT: python -m data_pipelines.readers.msrvtt)")
+      benchmark in BENCHMARKS, f"retrieval.benchmark={benchmark!r} is not one of {BENCHMARKS}"
+    )
+    configuration.require(
+      benchmark == "shapesworld" or config.data.path,
+      f"retrieval.benchmark={benchmark!r} reads your shards: pass "
+      "--config.data.path=SHARD_DIR (for MSR-VTT: python -m data_pipelines.readers.msrvtt)",
+    )
 
   def dummy_batch(self, config, batch_size):
     batch = video_text.dummy_batch(config, batch_size)
@@ -68,8 +80,9 @@ class RetrievalTask(video_text.VideoTextTask):
   def init_variables(self, model, config, rngs, batch):
     # Through both towers only; parameters come out identical to pretraining's (the noun
     # path shares the text tower), so pretraining checkpoints map one to one.
-    return model.init(rngs, batch["video"], batch["text_tokens"], batch["text_mask"], False,
-                      method=_encode_both)
+    return model.init(
+      rngs, batch["video"], batch["text_tokens"], batch["text_mask"], False, method=_encode_both
+    )
 
   def loss_fn(self, params, batch, rng, *, model, config):
     return compute_loss(params, batch, rng, model=model, config=config)
@@ -77,24 +90,36 @@ class RetrievalTask(video_text.VideoTextTask):
   def input_ops(self, config, tokenizer, *, train):
     """Clips and one caption each, drawn from the clip's `captions` when training."""
     example_ops = data_setup.clip_ops(config, train=train, seed=config.seed) + [
-        ops.Caption(sample=train, train=train, seed=config.seed)]
+      ops.Caption(sample=train, train=train, seed=config.seed)
+    ]
     batch_ops = [ops.Tokenize(tokenizer, "caption", config.data.max_text_len, name="text")]
     return example_ops, batch_ops
 
   def evaluators(self, config, data, *, model, mesh, params_shardings):
-    return [retrieval_eval.RetrievalEvaluator(
-        config, model, mesh, params_shardings, data.sources.eval_files, data.tokenizer,
+    return [
+      retrieval_eval.RetrievalEvaluator(
+        config,
+        model,
+        mesh,
+        params_shardings,
+        data.sources.eval_files,
+        data.tokenizer,
         every_steps=config.eval_every_steps,
         distinct_captions=config.retrieval.distinct_captions,
-        empty_query=config.retrieval.empty_query_control)]
+        empty_query=config.retrieval.empty_query_control,
+      )
+    ]
 
 
 def default_config() -> ml_collections.ConfigDict:
   """config.retrieval: the task's own keys."""
-  return ml_collections.ConfigDict(dict(
+  return ml_collections.ConfigDict(
+    dict(
       benchmark="shapesworld",
       # Drop clips whose first caption repeats an earlier clip's (template captions repeat);
       # False for real benchmarks, where every test clip counts.
       distinct_captions=True,
       # The control run: every query caption replaced by "" at evaluation (R@k must be k/N).
-      empty_query_control=False))
+      empty_query_control=False,
+    )
+  )

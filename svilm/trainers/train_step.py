@@ -17,12 +17,12 @@ import re
 from typing import Any, Callable
 
 import flax
+from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from flax import traverse_util
 
 from svilm import sharding
 
@@ -30,6 +30,7 @@ from svilm import sharding
 class TrainState(flax.struct.PyTreeNode):
   """Everything a checkpoint holds. `rng` is the base key; it never advances. `opt_state` is
   the optimizer state of the trainable parameters only."""
+
   step: jax.Array
   params: Any
   opt_state: Any
@@ -43,14 +44,18 @@ class NonFiniteLossError(FloatingPointError):
 def make_optimizer(config: ml_collections.ConfigDict):
   """AdamW with linear warmup and cosine decay; weight decay on matrices only."""
   optim = config.optim
-  total = max(config.total_steps, 1)   # total_steps=0 (evaluate only) still builds a schedule
+  total = max(config.total_steps, 1)  # total_steps=0 (evaluate only) still builds a schedule
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=optim.learning_rate,
-      warmup_steps=min(optim.warmup_steps, total - 1), decay_steps=total,
-      end_value=optim.learning_rate * optim.end_learning_rate_ratio)
+    init_value=0.0,
+    peak_value=optim.learning_rate,
+    warmup_steps=min(optim.warmup_steps, total - 1),
+    decay_steps=total,
+    end_value=optim.learning_rate * optim.end_learning_rate_ratio,
+  )
   decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
-  tx = optax.adamw(schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay,
-                   mask=decay_mask)
+  tx = optax.adamw(
+    schedule, b1=optim.b1, b2=optim.b2, weight_decay=optim.weight_decay, mask=decay_mask
+  )
   if optim.grad_clip_norm:
     tx = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), tx)
   return tx, schedule
@@ -81,8 +86,9 @@ def frozen_paths(params: Any, patterns: list[str]) -> set[tuple[str, ...]]:
   unused = [p for p, _ in compiled if p not in used]
   if unused:
     top = sorted({path[0] for path in flat})
-    raise ValueError(f"optim.freeze pattern(s) {unused} match no parameter; top-level "
-                     f"parameters: {top}")
+    raise ValueError(
+      f"optim.freeze pattern(s) {unused} match no parameter; top-level parameters: {top}"
+    )
   return frozen
 
 
@@ -117,20 +123,24 @@ def _micro_batches(batch: dict, num: int, mesh) -> dict:
   Strided rather than contiguous rows, so that each micro-batch is spread over every device
   exactly as the full batch is (the data-parallel split stays local: no resharding).
   """
+
   def split(x):
     x = x.reshape(x.shape[0] // num, num, *x.shape[1:]).swapaxes(0, 1)
     if mesh is None:
       return x
     return jax.lax.with_sharding_constraint(
-        x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None,
-                                                                       sharding.BATCH_AXES)))
+      x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, sharding.BATCH_AXES))
+    )
+
   return jax.tree.map(split, batch)
 
 
-def loss_and_grads(loss_fn: Callable, trainable, frozen, batch, rng, *, partition: Partition,
-                   config, mesh=None):
+def loss_and_grads(
+  loss_fn: Callable, trainable, frozen, batch, rng, *, partition: Partition, config, mesh=None
+):
   """(metrics, grads of the trainable params): one pass, or the mean over
   optim.grad_accum_steps micro-batches (micro-batch i uses key fold_in(rng, i))."""
+
   def loss_of_trainable(trainable, batch, rng):
     return loss_fn(partition.merge(trainable, frozen), batch, rng)
 
@@ -153,20 +163,34 @@ def loss_and_grads(loss_fn: Callable, trainable, frozen, batch, rng, *, partitio
   return jax.tree.map(lambda x: x / num, total)
 
 
-def train_step(state: TrainState, batch: dict, *, loss_fn: Callable, tx, schedule,
-               partition: Partition, config, mesh=None):
+def train_step(
+  state: TrainState,
+  batch: dict,
+  *,
+  loss_fn: Callable,
+  tx,
+  schedule,
+  partition: Partition,
+  config,
+  mesh=None,
+):
   """One optimisation step on the global batch; returns the new state and its metrics."""
   rng = jax.random.fold_in(state.rng, state.step)
   trainable, frozen = partition.split(state.params)
-  metrics, grads = loss_and_grads(loss_fn, trainable, frozen, batch, rng, partition=partition,
-                                  config=config, mesh=mesh)
+  metrics, grads = loss_and_grads(
+    loss_fn, trainable, frozen, batch, rng, partition=partition, config=config, mesh=mesh
+  )
   updates, opt_state = tx.update(grads, state.opt_state, trainable)
   trainable = optax.apply_updates(trainable, updates)
   params = partition.merge(trainable, frozen)
-  metrics.update({"train/learning_rate": schedule(state.step),
-                  "train/grad_norm": optax.tree.norm(grads),
-                  "train/param_norm": optax.tree.norm(params),
-                  "train/update_norm": optax.tree.norm(updates)})
+  metrics.update(
+    {
+      "train/learning_rate": schedule(state.step),
+      "train/grad_norm": optax.tree.norm(grads),
+      "train/param_norm": optax.tree.norm(params),
+      "train/update_norm": optax.tree.norm(updates),
+    }
+  )
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
@@ -175,25 +199,48 @@ def check_finite(step: int, metrics: dict, last_saved: int | None, where_saved: 
   values = {k: float(metrics[k]) for k in ("loss/total", "train/grad_norm")}
   if all(np.isfinite(v) for v in values.values()):
     return
-  where = (f"step {last_saved} in {where_saved}" if last_saved is not None
-           else "none (no checkpoint had been written)")
+  where = (
+    f"step {last_saved} in {where_saved}"
+    if last_saved is not None
+    else "none (no checkpoint had been written)"
+  )
   terms = {k: float(v) for k, v in metrics.items() if k.startswith("loss/")}
   raise NonFiniteLossError(
-      f"Non-finite training values at step {step}: {values}, loss terms {terms}. Training "
-      f"stopped; the last good checkpoint is {where}. Lower optim.learning_rate or check the "
-      "input data, then rerun the same command to resume from that checkpoint.")
+    f"Non-finite training values at step {step}: {values}, loss terms {terms}. Training "
+    f"stopped; the last good checkpoint is {where}. Lower optim.learning_rate or check the "
+    "input data, then rerun the same command to resume from that checkpoint."
+  )
 
 
-def jit_train_step(config: ml_collections.ConfigDict, loss_fn: Callable, tx, schedule,
-                   partition: Partition, mesh, state_shardings):
+def jit_train_step(
+  config: ml_collections.ConfigDict,
+  loss_fn: Callable,
+  tx,
+  schedule,
+  partition: Partition,
+  mesh,
+  state_shardings,
+):
   """`train_step` jitted for `mesh`: the one place its shardings and donation are declared.
 
   The state keeps `state_shardings` and is donated; the batch is split over the data-parallel
   axes; metrics come back replicated.
   """
-  return sharding.MeshJit(jax.jit(
-      functools.partial(train_step, loss_fn=loss_fn, tx=tx, schedule=schedule,
-                        partition=partition, config=config, mesh=mesh),
+  return sharding.MeshJit(
+    jax.jit(
+      functools.partial(
+        train_step,
+        loss_fn=loss_fn,
+        tx=tx,
+        schedule=schedule,
+        partition=partition,
+        config=config,
+        mesh=mesh,
+      ),
       in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-      out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,)),
-      mesh, sharding.rules(config))
+      out_shardings=(state_shardings, sharding.replicated(mesh)),
+      donate_argnums=(0,),
+    ),
+    mesh,
+    sharding.rules(config),
+  )

@@ -23,13 +23,13 @@ import threading
 import time
 from typing import Any, Sequence
 
-import flax
-import jax
-import jax.numpy as jnp
-import ml_collections
 from absl import logging
 from clu import metric_writers
+import flax
+import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
+import ml_collections
 
 from data_pipelines import input_pipeline
 from data_pipelines import tokenizer as tokenizer_lib
@@ -49,15 +49,16 @@ NonFiniteLossError = train_step_lib.NonFiniteLossError
 @dataclasses.dataclass(frozen=True)
 class TrainContext:
   """What `setup` built: everything needed to initialise, restore, step and lower."""
-  config: ml_collections.ConfigDict      # finalized and locked
+
+  config: ml_collections.ConfigDict  # finalized and locked
   task: base.Task
   mesh: jax.sharding.Mesh
   model: flax.linen.Module
   tx: Any
   schedule: Any
   partition: train_step_lib.Partition
-  abstract_state: TrainState              # ShapeDtypeStructs
-  state_shardings: TrainState             # NamedShardings, same tree
+  abstract_state: TrainState  # ShapeDtypeStructs
+  state_shardings: TrainState  # NamedShardings, same tree
 
   @property
   def loss_fn(self):
@@ -75,8 +76,9 @@ class TrainContext:
   def state_from_params(self, params, base_key) -> TrainState:
     """A step-0 state around `params` (optimizer state of the trainable part only)."""
     trainable, _ = self.partition.split(params)
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=self.tx.init(trainable), rng=base_key)
+    return TrainState(
+      step=jnp.zeros((), jnp.int32), params=params, opt_state=self.tx.init(trainable), rng=base_key
+    )
 
   def fresh_state(self) -> TrainState:
     """init_params + state_from_params, unplaced (for jit and eval_shape)."""
@@ -89,15 +91,24 @@ class TrainContext:
 
   def jit_train_step(self):
     """The jitted, sharded, donating train step (train_step.jit_train_step)."""
-    return train_step_lib.jit_train_step(self.config, self.loss_fn, self.tx, self.schedule,
-                                         self.partition, self.mesh, self.state_shardings)
+    return train_step_lib.jit_train_step(
+      self.config,
+      self.loss_fn,
+      self.tx,
+      self.schedule,
+      self.partition,
+      self.mesh,
+      self.state_shardings,
+    )
 
   def batch_spec(self, batch_size: int | None = None) -> dict:
     """Abstract global batch of the task's contract, on the batch sharding."""
-    batch = jax.eval_shape(lambda: self.task.dummy_batch(
-        self.config, batch_size or self.config.batch_size))
+    batch = jax.eval_shape(
+      lambda: self.task.dummy_batch(self.config, batch_size or self.config.batch_size)
+    )
     return sharding.with_shardings(
-        batch, jax.tree.map(lambda _: sharding.batch_sharding(self.mesh), batch))
+      batch, jax.tree.map(lambda _: sharding.batch_sharding(self.mesh), batch)
+    )
 
   def lower_train_step(self):
     """The train step lowered for the mesh on abstract inputs (nothing allocated)."""
@@ -105,9 +116,13 @@ class TrainContext:
     return self.jit_train_step().lower(state, self.batch_spec())
 
 
-def setup(config: ml_collections.ConfigDict, *, vocab_size: int | None = None,
-          devices: Sequence[jax.Device] | None = None, process_count: int | None = None
-          ) -> TrainContext:
+def setup(
+  config: ml_collections.ConfigDict,
+  *,
+  vocab_size: int | None = None,
+  devices: Sequence[jax.Device] | None = None,
+  process_count: int | None = None,
+) -> TrainContext:
   """Finalizes `config` and builds its TrainContext on `devices` (default: all).
 
   vocab_size: the tokenizer's; None takes model.text.vocab_size, or the size of an existing
@@ -117,26 +132,33 @@ def setup(config: ml_collections.ConfigDict, *, vocab_size: int | None = None,
   if vocab_size is None:
     vocab_size = configuration.vocab_size_without_data(config)
   config = configuration.finalize(
-      config, num_devices=len(devices), vocab_size=vocab_size,
-      process_count=jax.process_count() if process_count is None else process_count)
+    config,
+    num_devices=len(devices),
+    vocab_size=vocab_size,
+    process_count=jax.process_count() if process_count is None else process_count,
+  )
   task = tasks.get(config.task)
   mesh = sharding.make_mesh(config, devices)
   model = task.build_model(config)
   tx, schedule = train_step_lib.make_optimizer(config)
-  probe = TrainContext(config, task, mesh, model, tx, schedule,
-                       train_step_lib.Partition(set()), None, None)
+  probe = TrainContext(
+    config, task, mesh, model, tx, schedule, train_step_lib.Partition(set()), None, None
+  )
   boxed, _ = jax.eval_shape(probe.init_params)
   try:
-    frozen = train_step_lib.frozen_paths(flax.linen.meta.unbox(boxed),
-                                         train_step_lib.freeze_patterns(config))
+    frozen = train_step_lib.frozen_paths(
+      flax.linen.meta.unbox(boxed), train_step_lib.freeze_patterns(config)
+    )
   except ValueError as e:
     raise configuration.ConfigError(str(e)) from None
   probe = dataclasses.replace(probe, partition=train_step_lib.Partition(frozen))
   abstract = jax.eval_shape(probe.fresh_state)
-  params = sharding.param_shardings(abstract.params, flax.linen.get_partition_spec(boxed),
-                                    mesh, sharding.rules(config))
-  return dataclasses.replace(probe, abstract_state=abstract,
-                             state_shardings=sharding.state_shardings(abstract, params, mesh))
+  params = sharding.param_shardings(
+    abstract.params, flax.linen.get_partition_spec(boxed), mesh, sharding.rules(config)
+  )
+  return dataclasses.replace(
+    probe, abstract_state=abstract, state_shardings=sharding.state_shardings(abstract, params, mesh)
+  )
 
 
 _SIGTERM = threading.Event()
@@ -173,8 +195,9 @@ def init_from_map(config: ml_collections.ConfigDict, task: base.Task) -> dict[st
     source, sep, target = pair.strip().partition(":")
     if not sep:
       raise configuration.ConfigError(
-          f"config.init_from_map={config.init_from_map!r}: each entry must be "
-          "'checkpoint_subtree:model_subtree' (e.g. 'video_encoder:video_encoder')")
+        f"config.init_from_map={config.init_from_map!r}: each entry must be "
+        "'checkpoint_subtree:model_subtree' (e.g. 'video_encoder:video_encoder')"
+      )
     mapping[source.strip()] = target.strip()
   return mapping
 
@@ -191,10 +214,15 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   fresh = jax.device_get(ctx.init_state().params)
   grid = ctx.task.video_grid(ctx.config)
   params, report = param_mapping.map_params(
-      source, fresh, init_from_map(ctx.config, ctx.task),
-      source_grid=meta.get("video_grid"), target_grid=grid)
-  logging.info("init_from %s (step %d):\n%s", meta["path"], meta["step"],
-               param_mapping.format_report(report))
+    source,
+    fresh,
+    init_from_map(ctx.config, ctx.task),
+    source_grid=meta.get("video_grid"),
+    target_grid=grid,
+  )
+  logging.info(
+    "init_from %s (step %d):\n%s", meta["path"], meta["step"], param_mapping.format_report(report)
+  )
   _, base_key = jax.random.split(jax.random.PRNGKey(ctx.config.seed))
   return jax.jit(ctx.state_from_params, out_shardings=ctx.state_shardings)(params, base_key)
 
@@ -206,8 +234,9 @@ def restore_or_init(ctx: TrainContext, manager) -> tuple[TrainState, dict | None
   last_saved = manager.latest_step()
   if last_saved is not None:
     # Restores onto this run's mesh, whatever mesh and number of hosts wrote it.
-    state, meta = checkpointing.restore(manager, last_saved, ctx.abstract_state,
-                                        ctx.state_shardings)
+    state, meta = checkpointing.restore(
+      manager, last_saved, ctx.abstract_state, ctx.state_shardings
+    )
     logging.info("Resumed from checkpoint at step %d in %s", last_saved, manager.directory)
     return state, meta, last_saved
   if ctx.config.init_from:
@@ -218,26 +247,28 @@ def restore_or_init(ctx: TrainContext, manager) -> tuple[TrainState, dict | None
 class _Run:
   """One training run's moving parts: the loop, checkpoints and evaluation."""
 
-  def __init__(self, ctx: TrainContext, workdir: str, manager, writer, evaluators,
-               last_saved: int | None):
+  def __init__(
+    self, ctx: TrainContext, workdir: str, manager, writer, evaluators, last_saved: int | None
+  ):
     self.ctx, self.config = ctx, ctx.config
     self.workdir, self.manager, self.writer = workdir, manager, writer
     self.evaluators = evaluators
     self.last_saved = last_saved
     self.results: dict = {}
-    self.ran_at: dict[str, int] = {}   # evaluator name -> the step it last evaluated
+    self.ran_at: dict[str, int] = {}  # evaluator name -> the step it last evaluated
 
   def save(self, step: int, state: TrainState) -> None:
     meta = data_setup.stream_meta(self.config, step, jax.process_count())
     grid = self.ctx.task.video_grid(self.config)
-    if grid is not None:   # lets init_from resample this run's position tables later
+    if grid is not None:  # lets init_from resample this run's position tables later
       meta["video_grid"] = list(grid)
     checkpointing.save(self.manager, step, state, meta)
     self.last_saved = step
 
   def check_finite(self, step: int, metrics: dict) -> None:
-    train_step_lib.check_finite(step, metrics, self.last_saved,
-                                checkpointing.checkpoint_dir(self.workdir))
+    train_step_lib.check_finite(
+      step, metrics, self.last_saved, checkpointing.checkpoint_dir(self.workdir)
+    )
 
   def evaluate(self, params, step: int, evaluators) -> dict:
     """Runs `evaluators`, merges their metrics into eval_results.json (flat keys + step)."""
@@ -260,18 +291,24 @@ class _Run:
     scalars["perf/steps_per_sec"] = steps / elapsed
     scalars["perf/examples_per_sec"] = steps * config.batch_size / elapsed
     scalars["perf/examples_per_sec_per_device"] = scalars["perf/examples_per_sec"] / (
-        jax.device_count())
+      jax.device_count()
+    )
     scalars["perf/eta_minutes"] = (config.total_steps - step) * elapsed / steps / 60
     self.writer.write_scalars(step, scalars)
-    logging.info("step %d/%d  loss %.4f  %.1f examples/s  ETA %.1f min", step,
-                 config.total_steps, scalars["loss/total"], scalars["perf/examples_per_sec"],
-                 scalars["perf/eta_minutes"])
+    logging.info(
+      "step %d/%d  loss %.4f  %.1f examples/s  ETA %.1f min",
+      step,
+      config.total_steps,
+      scalars["loss/total"],
+      scalars["perf/examples_per_sec"],
+      scalars["perf/eta_minutes"],
+    )
 
   def train(self, state: TrainState, step_fn, train_iter) -> dict:
     """Steps from the state's step to total_steps with logging, checkpoints and evaluation."""
     config, mesh = self.config, self.ctx.mesh
     start_step = int(state.step)
-    previous = None   # (step, metrics) of the step before, checked while the next one runs
+    previous = None  # (step, metrics) of the step before, checked while the next one runs
     log_time, log_step = time.time(), start_step
     for step in range(start_step + 1, config.total_steps + 1):
       batch = sharding.to_global(next(train_iter), mesh)
@@ -284,7 +321,7 @@ class _Run:
         self.log(step, metrics, time.time() - log_time, step - log_step)
         log_time, log_step = time.time(), step
       if step % config.checkpoint_every_steps == 0 or step == config.total_steps:
-        self.check_finite(step, metrics)   # never save a broken state
+        self.check_finite(step, metrics)  # never save a broken state
         self.save(step, state)
       due = [e for e in self.evaluators if e.every_steps and step % e.every_steps == 0]
       if due:
@@ -293,9 +330,12 @@ class _Run:
         if self.last_saved != step:
           self.check_finite(step, metrics)
           self.save(step, state)
-        logging.warning("Preempted (SIGTERM) after step %d: checkpoint saved in %s; rerun "
-                        "the same command to resume", step,
-                        checkpointing.checkpoint_dir(self.workdir))
+        logging.warning(
+          "Preempted (SIGTERM) after step %d: checkpoint saved in %s; rerun "
+          "the same command to resume",
+          step,
+          checkpointing.checkpoint_dir(self.workdir),
+        )
         return {"step": step, "preempted": True}
     final = int(state.step)
     # Every evaluator runs at the end, unless its cadence already ran it at this step.
@@ -310,35 +350,51 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   workdir = os.path.abspath(os.path.expanduser(workdir))
   os.makedirs(workdir, exist_ok=True)
   devices = dict(num_devices=jax.device_count(), process_count=jax.process_count())
-  configuration.finalize(config, vocab_size=None, **devices)   # fail before touching data
+  configuration.finalize(config, vocab_size=None, **devices)  # fail before touching data
   sources = data_setup.prepare(config)
   tokenizer = tokenizer_lib.Tokenizer(sources.tokenizer_path)
   ctx = setup(config, vocab_size=tokenizer.vocab_size)
   config = ctx.config
   data = base.DataContext(sources=sources, tokenizer=tokenizer)
 
-  manager = checkpointing.make_manager(workdir, keep=config.keep_checkpoints,
-                                       async_save=config.async_checkpointing,
-                                       timeout_secs=config.checkpoint_timeout_secs)
+  manager = checkpointing.make_manager(
+    workdir,
+    keep=config.keep_checkpoints,
+    async_save=config.async_checkpointing,
+    timeout_secs=config.checkpoint_timeout_secs,
+  )
   state, meta, last_saved = restore_or_init(ctx, manager)
   # The input iterator's state is its position in the record stream (see stream_start).
   start_index = data_setup.stream_start(config, meta, jax.process_count())
 
   writer = metric_writers.create_default_writer(
-      workdir, just_logging=jax.process_index() > 0, asynchronous=True)
+    workdir, just_logging=jax.process_index() > 0, asynchronous=True
+  )
   if int(state.step) == 0:
     writer.write_hparams(_flatten(config))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("Task %s: model has %.2fM parameters; %d devices in a %s mesh, global batch "
-               "%d", config.task, num_params / 1e6, jax.device_count(), dict(ctx.mesh.shape),
-               config.batch_size)
+  logging.info(
+    "Task %s: model has %.2fM parameters; %d devices in a %s mesh, global batch %d",
+    config.task,
+    num_params / 1e6,
+    jax.device_count(),
+    dict(ctx.mesh.shape),
+    config.batch_size,
+  )
 
   step_fn = ctx.jit_train_step()
-  evaluators = ctx.task.evaluators(config, data, model=ctx.model, mesh=ctx.mesh,
-                                   params_shardings=ctx.state_shardings.params)
-  train_iter = input_pipeline.as_numpy(ctx.task.train_dataset(
-      config, data, start_index=start_index, process_index=jax.process_index(),
-      process_count=jax.process_count()))
+  evaluators = ctx.task.evaluators(
+    config, data, model=ctx.model, mesh=ctx.mesh, params_shardings=ctx.state_shardings.params
+  )
+  train_iter = input_pipeline.as_numpy(
+    ctx.task.train_dataset(
+      config,
+      data,
+      start_index=start_index,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+    )
+  )
 
   if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
     _SIGTERM.clear()
