@@ -51,7 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # save (and the end of training) waits for the previous one, at most this long.
   config.async_checkpointing = True
   config.checkpoint_timeout_secs = 600
-  config.eval_every_steps = 0  # 0: evaluate once, at the end of training
+  # Evaluators, by name: each a `type` of the task (svilm/tasks/pretrain.py evaluator_types)
+  # and a cadence `every_steps` (0: only at the end; every evaluator also runs at the end).
+  # Their metrics go to WORKDIR/eval_results.json and TensorBoard as "<group>/<metric>".
+  config.evals = ml_collections.ConfigDict({"heldout": {"type": "heldout", "every_steps": 0}})
   # Start from another run's parameters (finetuning): a workdir, its checkpoints/ directory or
   # one step's directory (newest step unless named). Only parameters are read; a checkpoint
   # in --workdir still wins (a rerun resumes). init_from_map: "ckpt_subtree:model_subtree,..."

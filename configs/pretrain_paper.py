@@ -61,7 +61,6 @@ def paper_config() -> ml_collections.ConfigDict:
   config.batch_size = 1024  # (?)
   config.log_every_steps = 100
   config.checkpoint_every_steps = 2000
-  config.eval_every_steps = 0
   config.data.num_frames = 32
   config.data.frame_stride = 2  # (?)
   config.data.resolution = 224

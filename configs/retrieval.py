@@ -51,6 +51,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   del config["cut_and_paste"]
   del config["loss"]
   config.retrieval = retrieval.default_config()
+  config.evals = ml_collections.ConfigDict({"retrieval": {"type": "retrieval", "every_steps": 0}})
 
   # Finetuning: a short schedule at a lower peak rate than pretraining's 1e-3.
   config.total_steps = 600

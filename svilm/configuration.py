@@ -59,7 +59,9 @@ def finalize(
   vocab_size=None (before the tokenizer is known) the vocabulary checks are skipped, so the
   trainer can reject a bad config before it builds or reads any data.
   """
-  from svilm import tasks  # the registry imports task modules that import this one
+  # The registry imports task modules that import this one.
+  from svilm import tasks
+  from svilm.tasks import base
 
   config = ml_collections.ConfigDict(config.to_dict())  # never mutate the caller's config
   try:
@@ -74,7 +76,6 @@ def finalize(
   require(config.batch_size > 0, f"batch_size must be > 0, got {config.batch_size}")
   for key in ("log_every_steps", "checkpoint_every_steps"):
     require(config[key] > 0, f"{key} must be > 0, got {config[key]}")
-  require(config.eval_every_steps >= 0, "eval_every_steps must be >= 0 (0: only at the end)")
   require(config.keep_checkpoints >= 1, "keep_checkpoints must be >= 1")
 
   try:
@@ -110,5 +111,6 @@ def finalize(
     f"model.remat={model.remat!r} is not one of {sorted(layers.REMAT_POLICIES)}",
   )
   task.validate_config(config, vocab_size)
+  base.validate_evals(config, task)
   config.lock()
   return config

@@ -30,7 +30,7 @@ def _command(workdir, cache):
     f"--config.data.shapesworld_dir={cache}",
     "--config.total_steps=60",
     "--config.checkpoint_every_steps=10",
-    "--config.eval_every_steps=40",
+    "--config.evals.heldout.every_steps=40",
   ]
 
 

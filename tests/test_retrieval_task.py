@@ -53,7 +53,6 @@ def _evaluator(ctx, sources, tokenizer, batch_size, **kwargs):
     ctx.state_shardings.params,
     sources.eval_files,
     tokenizer,
-    every_steps=0,
     distinct_captions=True,
     **kwargs,
   )

@@ -74,8 +74,6 @@ def read_captions(files, max_clips: int) -> list[list[str]]:
 class RetrievalEvaluator:
   """`run(params)` -> {"retrieval/<metric>": value}; see the module docstring."""
 
-  name = "retrieval"
-
   def __init__(
     self,
     config: ml_collections.ConfigDict,
@@ -85,11 +83,9 @@ class RetrievalEvaluator:
     eval_files,
     tokenizer,
     *,
-    every_steps: int,
     distinct_captions: bool,
     empty_query: bool = False,
   ):
-    self.every_steps = every_steps
     self._empty_query = empty_query
     self._config, self._mesh, self._tokenizer = config, mesh, tokenizer
     self._files = list(eval_files)

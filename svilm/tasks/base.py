@@ -127,6 +127,22 @@ class Task:
     init_from can resample position tables; None for a task without a video model."""
     return None
 
+  # The evaluator types config.evals may name for this task (see `build_evaluator`).
+  evaluator_types: tuple[str, ...] = ()
+
+  def build_evaluator(
+    self,
+    kind: str,
+    config: ml_collections.ConfigDict,
+    data: DataContext,
+    *,
+    model: nn.Module,
+    mesh: jax.sharding.Mesh,
+    params_shardings: Any,
+  ) -> Any:
+    """An object with `run(params) -> {"<task>/<metric>": value}` for evaluator type `kind`."""
+    raise NotImplementedError
+
   def evaluators(
     self,
     config: ml_collections.ConfigDict,
@@ -136,8 +152,47 @@ class Task:
     mesh: jax.sharding.Mesh,
     params_shardings: Any,
   ) -> list[Evaluator]:
-    """The evaluators of config.evals, ready to `run(params)`."""
-    return []
+    """The evaluators config.evals names ({name: {type, every_steps}}), ready to run."""
+    return [
+      Scheduled(
+        name,
+        spec.every_steps,
+        self.build_evaluator(
+          spec.type, config, data, model=model, mesh=mesh, params_shardings=params_shardings
+        ),
+      )
+      for name, spec in config.evals.items()
+    ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Scheduled:
+  """An evaluator under its config.evals name, run every `every_steps` (0: at the end only);
+  the trainer also runs every evaluator once at the end of training."""
+
+  name: str
+  every_steps: int
+  evaluator: Any
+
+  def run(self, params: Any) -> dict[str, float]:
+    return self.evaluator.run(params)
+
+
+def validate_evals(config: ml_collections.ConfigDict, task: Task) -> None:
+  """config.evals: each entry a known evaluator type of the task, with every_steps >= 0."""
+  from svilm import configuration  # configuration imports the registry, which imports this
+
+  configuration.require(len(config.evals) > 0, "config.evals names no evaluator")
+  for name, spec in config.evals.items():
+    configuration.require(
+      spec.type in task.evaluator_types,
+      f"config.evals.{name}.type={spec.type!r} is not an evaluator of task {task.name!r}; "
+      f"known: {', '.join(task.evaluator_types)}",
+    )
+    configuration.require(
+      spec.every_steps >= 0,
+      f"config.evals.{name}.every_steps must be >= 0 (0: only at the end), got {spec.every_steps}",
+    )
 
 
 LossFn = Callable[..., tuple[jax.Array, Metrics]]

@@ -16,6 +16,7 @@ from svilm import configuration
 from svilm import data_setup
 from svilm import losses
 from svilm.evaluators import pretrain_eval
+from svilm.evaluators import retrieval_eval
 from svilm.models import svilm as svilm_model
 from svilm.tasks import video_text
 
@@ -76,18 +77,6 @@ def compute_losses(params, batch, rng, *, model, config):
   metrics["loss/total"] = total
   metrics["train/temperature"] = 1.0 / scale
   return total, metrics
-
-
-class _HeldOut:
-  """The pretraining evaluator at its config.eval_every_steps cadence."""
-
-  name = "heldout"
-
-  def __init__(self, evaluator: pretrain_eval.PretrainEvaluator, every_steps: int):
-    self._evaluator, self.every_steps = evaluator, every_steps
-
-  def run(self, params) -> dict[str, float]:
-    return self._evaluator.run(params)
 
 
 class PretrainTask(video_text.VideoTextTask):
@@ -157,8 +146,22 @@ class PretrainTask(video_text.VideoTextTask):
     ]
     return example_ops, batch_ops
 
-  def evaluators(self, config, data, *, model, mesh, params_shardings):
-    evaluator = pretrain_eval.PretrainEvaluator(
+  # heldout: zero-shot retrieval, pointing and temporal grouping on the held-out clips
+  # (svilm/evaluators/pretrain_eval.py); retrieval: the retrieval task's evaluator (every
+  # caption of every clip, MnR), which reads the same dual encoder.
+  evaluator_types = ("heldout", "retrieval")
+
+  def build_evaluator(self, kind, config, data, *, model, mesh, params_shardings):
+    if kind == "retrieval":
+      return retrieval_eval.RetrievalEvaluator(
+        config,
+        model,
+        mesh,
+        params_shardings,
+        data.sources.eval_files,
+        data.tokenizer,
+        distinct_captions=True,
+      )
+    return pretrain_eval.PretrainEvaluator(
       config, model, mesh, params_shardings, data.sources.eval_files, data.tokenizer
     )
-    return [_HeldOut(evaluator, config.eval_every_steps)]

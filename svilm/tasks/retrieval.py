@@ -95,20 +95,19 @@ class RetrievalTask(video_text.VideoTextTask):
     batch_ops = [ops.Tokenize(tokenizer, "caption", config.data.max_text_len, name="text")]
     return example_ops, batch_ops
 
-  def evaluators(self, config, data, *, model, mesh, params_shardings):
-    return [
-      retrieval_eval.RetrievalEvaluator(
-        config,
-        model,
-        mesh,
-        params_shardings,
-        data.sources.eval_files,
-        data.tokenizer,
-        every_steps=config.eval_every_steps,
-        distinct_captions=config.retrieval.distinct_captions,
-        empty_query=config.retrieval.empty_query_control,
-      )
-    ]
+  evaluator_types = ("retrieval",)  # svilm/evaluators/retrieval_eval.py
+
+  def build_evaluator(self, kind, config, data, *, model, mesh, params_shardings):
+    return retrieval_eval.RetrievalEvaluator(
+      config,
+      model,
+      mesh,
+      params_shardings,
+      data.sources.eval_files,
+      data.tokenizer,
+      distinct_captions=config.retrieval.distinct_captions,
+      empty_query=config.retrieval.empty_query_control,
+    )
 
 
 def default_config() -> ml_collections.ConfigDict:
