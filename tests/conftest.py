@@ -1,6 +1,8 @@
 """Test setup: 8 fake CPU devices (for the mesh tests) and one tiny ShapesWorld per session."""
 
 import os
+import subprocess
+import sys
 
 # Must happen before JAX initialises its backends; every test process sees 8 CPU devices, and
 # single-device runs build their mesh from jax.devices()[:1].
@@ -70,3 +72,22 @@ def prepare_and_setup(config, devices=None, process_count=1):
 def setup():
   """`prepare_and_setup` as a fixture: setup(config, devices=None) -> (ctx, sources, tokenizer)."""
   return prepare_and_setup
+
+
+def main_command(*flags: str) -> list[str]:
+  """The argv of `python -m svilm.main FLAGS...` with this interpreter."""
+  return [sys.executable, "-m", "svilm.main", *flags]
+
+
+def run_main(*flags: str, env: dict | None = None, timeout: int = 600):
+  """Runs `python -m svilm.main FLAGS...` from the repository root, as a user would; returns
+  the CompletedProcess (text stdout and stderr)."""
+  return subprocess.run(
+    main_command(*flags), cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout
+  )
+
+
+@pytest.fixture(name="run_main")
+def run_main_fixture():
+  """`run_main` as a fixture: run_main(*flags, env=None, timeout=600) -> CompletedProcess."""
+  return run_main

@@ -1,14 +1,11 @@
 """--compile_only: compiles the real step for the configured mesh and reports memory/FLOPs."""
 
-import subprocess
-import sys
-
 import pytest
 
 from configs import pretrain
 from svilm import compile_check
 from svilm import configuration
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_main
 
 
 def test_report_of_the_tiny_config_on_8_devices():
@@ -55,19 +52,11 @@ def test_without_a_vocabulary_it_says_what_to_pass():
 
 def test_paper_config_compiles_on_the_cpu_without_data():
   # The shard and tokenizer paths do not exist: --compile_only never reads them.
-  result = subprocess.run(
-    [
-      sys.executable,
-      "-m",
-      "svilm.main",
-      "--config=configs/pretrain_paper.py:data=/nonexistent,tokenizer=/nonexistent.model",
-      "--compile_only",
-      "--config.model.text.vocab_size=30522",
-      "--config.batch_size=8",
-    ],
-    cwd=REPO_ROOT,
-    capture_output=True,
-    text=True,
+  result = run_main(
+    "--config=configs/pretrain_paper.py:data=/nonexistent,tokenizer=/nonexistent.model",
+    "--compile_only",
+    "--config.model.text.vocab_size=30522",
+    "--config.batch_size=8",
     timeout=900,
   )
   assert result.returncode == 0, result.stderr[-3000:]

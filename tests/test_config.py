@@ -1,14 +1,11 @@
 """Config loading: locked keys, derived values, and impossible settings rejected by name."""
 
-import subprocess
-import sys
-
 import pytest
 
 from configs import pretrain
 from configs import pretrain_paper
 from svilm import configuration
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_main
 
 
 def _finalize(config, num_devices=8, vocab_size=100):
@@ -81,13 +78,7 @@ def test_paper_config_needs_data_and_tokenizer():
 
 
 def _main(*args):
-  return subprocess.run(
-    [sys.executable, "-m", "svilm.main", *args],
-    cwd=REPO_ROOT,
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  return run_main(*args, timeout=120)
 
 
 def test_main_rejects_a_misspelt_key_by_name(tmp_path):

@@ -6,13 +6,13 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 
 import jax
 import numpy as np
 
 from svilm import checkpointing
 from tests.conftest import REPO_ROOT
+from tests.conftest import main_command
 from tests.conftest import prepare_and_setup
 
 
@@ -55,16 +55,13 @@ def _run(workdir, cache, *, processes: int, flags=()):
   port = _free_port()
   devices = 8 // processes
   env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
-  command = [
-    sys.executable,
-    "-m",
-    "svilm.main",
+  command = main_command(
     "--config=configs/pretrain.py",
     f"--workdir={workdir}",
     f"--config.data.shapesworld_dir={cache}",
     *(f"--config.{k}={v}" for k, v in DEFAULT_ON_SMALL_DATA.items()),
     *flags,
-  ]
+  )
   if processes > 1:
     command += [f"--coordinator_address=localhost:{port}", f"--num_processes={processes}"]
   running = [

@@ -4,12 +4,10 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 
 from data_pipelines import build_shards
 from data_pipelines import validate
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_main
 from tests.test_build_shards import H264
 from tests.test_build_shards import _write_video
 
@@ -57,10 +55,7 @@ def test_pretraining_runs_on_built_shards_of_real_video(tmp_path):
   report = validate.validate([shards])
   assert report.ok and report.num_records == 24, [str(p) for p in report.problems]
 
-  command = [
-    sys.executable,
-    "-m",
-    "svilm.main",
+  flags = [
     "--config=configs/pretrain.py:tiny",
     f"--workdir={workdir}",
     f"--config.data.path={shards}",
@@ -70,9 +65,7 @@ def test_pretraining_runs_on_built_shards_of_real_video(tmp_path):
     "--config.eval.max_clips=0",
   ]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-  result = subprocess.run(
-    command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
-  )
+  result = run_main(*flags, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(workdir / "eval_results.json") as f:
     results = json.load(f)

@@ -4,10 +4,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 from tests.conftest import REPO_ROOT
+from tests.conftest import main_command
 
 EXPECTED_KEYS = {
   "step",
@@ -21,17 +21,14 @@ EXPECTED_KEYS = {
 
 
 def _command(workdir, cache):
-  return [
-    sys.executable,
-    "-m",
-    "svilm.main",
+  return main_command(
     "--config=configs/pretrain.py:tiny",
     f"--workdir={workdir}",
     f"--config.data.shapesworld_dir={cache}",
     "--config.total_steps=60",
     "--config.checkpoint_every_steps=10",
     "--config.evals.heldout.every_steps=40",
-  ]
+  )
 
 
 def _env():
@@ -96,17 +93,14 @@ def test_killed_run_resumes_to_the_same_results(shapesworld_cache, tmp_path):
 
 def test_sigterm_saves_the_current_step_and_exits_cleanly(shapesworld_cache, tmp_path):
   workdir = str(tmp_path / "preempted")
-  command = [
-    sys.executable,
-    "-m",
-    "svilm.main",
+  command = main_command(
     "--config=configs/pretrain.py:tiny",
     f"--workdir={workdir}",
     f"--config.data.shapesworld_dir={shapesworld_cache}",
     "--config.total_steps=100",
     "--config.checkpoint_every_steps=1000",
     "--config.log_every_steps=2",
-  ]
+  )
   process = subprocess.Popen(
     command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
   )
