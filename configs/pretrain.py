@@ -8,16 +8,20 @@ Hardware and runtime: a 2-core x86 CPU box (no accelerator): about 8.5 minutes i
 (ShapesWorld build ~15-25 s on first use, compilation ~15 s, 2400 steps at ~5-7 steps/s,
 evaluation ~10 s).
 
-Measured on 2026-11-23 on that machine (WORKDIR/eval_results.json; 512 held-out clips, 461 of
-them with pairwise-distinct captions; metrics defined in docs/losses_and_metrics.md):
-  retrieval/t2v_R@1            0.052  (chance 1/461 = 0.0022: 24x)   v2t_R@1 0.059
-  retrieval/t2v_R@10           0.345                                  t2v_MdR 17
-  temporal_grouping/accuracy   0.833  (random-foreground baseline 0.506)
-  grounding/pointing_acc       0.567  (random-group baseline 0.180: 3.2x)
+Measured on 2026-11-30 on a 2-core AMD EPYC box with the current code (WORKDIR/
+eval_results.json; 512 held-out clips, 461 of them with pairwise-distinct captions; metrics
+defined in docs/losses_and_metrics.md):
+  retrieval/t2v_R@1            0.106  (chance 1/461 = 0.0022: 48x)   v2t_R@1 0.141
+  retrieval/t2v_R@10           0.514                                  t2v_MdR 10
+  temporal_grouping/accuracy   0.888  (random-foreground baseline 0.508)
+  grounding/pointing_acc       0.582  (random-group baseline 0.140: 4.2x)
 The run is deterministic for a given machine, code and library versions, but chaotic: the
-same recipe with functions that differ only by float rounding (~1e-7: the tubelet embedding
-as a convolution, GELU through erfc) gave t2v_R@1 0.098 and 0.074, temporal 0.885 and 0.852,
-pointing 0.456 and 0.583. Read differences of that size between runs as noise. docs/pretraining.md has the ablations behind the defaults.
+same recipe with functions that differ only by float rounding (~1e-7) lands elsewhere. On
+that machine the code before the one-l2_normalize change gave t2v_R@1 0.115, temporal 0.892,
+pointing 0.534; on the machine of earlier sessions (2026-11-23) the tubelet embedding as a
+convolution, GELU through erfc and the erf form gave t2v_R@1 0.098, 0.074 and 0.052,
+temporal 0.885, 0.852 and 0.833, pointing 0.456, 0.583 and 0.567. Read differences of that
+size as noise. docs/pretraining.md has the ablations behind the defaults.
 
 Variants (`--config=configs/pretrain.py:ARG`, comma separated):
   tiny   a seconds-long smoke run (what CI and the tests use): 64 ShapesWorld train clips,
