@@ -142,6 +142,30 @@ def record_stream(files: Sequence[str], *, train: bool, seed: int) -> tf.data.Da
   )
 
 
+def clip_ops(
+  *,
+  num_frames: int,
+  frame_stride: int,
+  resolution: int,
+  augment: Augmentation,
+  train: bool,
+  seed: int,
+) -> list[ops.Op]:
+  """The clip ops of every video batch: frames, crop, flip (when `augment.flip`), normalize.
+
+  `num_frames` frames `frame_stride` apart (random start when training, centred when
+  evaluating), cropped and resized to `resolution` per `augment`.
+  """
+  example_ops = [
+    ops.Frames(num_frames, frame_stride, train=train, seed=seed),
+    ops.Crop(resolution, augment.crop_area, augment.crop_aspect_ratio, train=train, seed=seed),
+  ]
+  if augment.flip:
+    example_ops.append(ops.Flip(train=train, seed=seed))
+  example_ops.append(ops.Normalize(augment.normalization))
+  return example_ops
+
+
 def make_dataset(
   files: Sequence[str] | Sequence[Sequence[str]],
   *,
@@ -175,13 +199,14 @@ def make_dataset(
   sample_captions (training): the caption is drawn uniformly from the record's `captions`
   (stateless in (seed, stream index)); records with no `captions` list use `caption`.
   """
-  example_ops = [
-    ops.Frames(num_frames, frame_stride, train=train, seed=seed),
-    ops.Crop(resolution, augment.crop_area, augment.crop_aspect_ratio, train=train, seed=seed),
-  ]
-  if augment.flip:
-    example_ops.append(ops.Flip(train=train, seed=seed))
-  example_ops.append(ops.Normalize(augment.normalization))
+  example_ops = clip_ops(
+    num_frames=num_frames,
+    frame_stride=frame_stride,
+    resolution=resolution,
+    augment=augment,
+    train=train,
+    seed=seed,
+  )
   if with_annotations:
     # CaptionId before Caption: the id names the clip's primary caption even when training
     # draws another one. NounBoxes after Flip: the boxes follow a flipped clip.

@@ -11,7 +11,6 @@ from absl import logging
 import ml_collections
 
 from data_pipelines import input_pipeline
-from data_pipelines import ops
 from data_pipelines.shapesworld import build as shapesworld_build
 
 
@@ -78,24 +77,29 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
   )
 
 
+def augmentation(config: ml_collections.ConfigDict) -> input_pipeline.Augmentation:
+  """config.data's crop, flip and normalisation settings."""
+  data = config.data
+  return input_pipeline.Augmentation(
+    crop_area=tuple(data.train_crop_area),
+    crop_aspect_ratio=tuple(data.train_crop_aspect_ratio),
+    flip=data.train_flip,
+    normalization=data.normalization,
+  )
+
+
 def clip_ops(config: ml_collections.ConfigDict, *, train: bool, seed: int) -> list:
-  """The clip ops of config.data: frames, crop (random resized when training and
+  """`input_pipeline.clip_ops` of config.data: frames, crop (random resized when training and
   data.train_crop_area[0] < 1, else the centre square), flip (data.train_flip), normalize."""
   data = config.data
-  example_ops = [
-    ops.Frames(data.num_frames, data.frame_stride, train=train, seed=seed),
-    ops.Crop(
-      data.resolution,
-      tuple(data.train_crop_area),
-      tuple(data.train_crop_aspect_ratio),
-      train=train,
-      seed=seed,
-    ),
-  ]
-  if data.train_flip:
-    example_ops.append(ops.Flip(train=train, seed=seed))
-  example_ops.append(ops.Normalize(data.normalization))
-  return example_ops
+  return input_pipeline.clip_ops(
+    num_frames=data.num_frames,
+    frame_stride=data.frame_stride,
+    resolution=data.resolution,
+    augment=augmentation(config),
+    train=train,
+    seed=seed,
+  )
 
 
 def make_dataset(
@@ -104,12 +108,7 @@ def make_dataset(
   """`input_pipeline.make_dataset` (clips, captions and prompted nouns) with the clip,
   augmentation and text settings of `config.data`."""
   data = config.data
-  augment = input_pipeline.Augmentation(
-    crop_area=tuple(data.train_crop_area),
-    crop_aspect_ratio=tuple(data.train_crop_aspect_ratio),
-    flip=data.train_flip,
-    normalization=data.normalization,
-  )
+  augment = augmentation(config)
   return input_pipeline.make_dataset(
     files,
     tokenizer=tokenizer,

@@ -83,8 +83,6 @@ class PretrainTask(video_text.VideoTextTask):
   """S-ViLM pretraining (the method, exactly: docs/losses_and_metrics.md)."""
 
   name = "pretrain"
-  # Pretraining starts from scratch; init_from continues the whole dual encoder.
-  init_from_map = {"": ""}
 
   def validate_config(self, config, vocab_size):
     super().validate_config(config, vocab_size)

@@ -58,8 +58,6 @@ class RetrievalTask(video_text.VideoTextTask):
   """Text-video retrieval finetuning (configs/retrieval.py)."""
 
   name = "retrieval"
-  # The whole dual encoder: towers, projections, temperature.
-  init_from_map = {"": ""}
 
   def validate_config(self, config, vocab_size):
     super().validate_config(config, vocab_size)

@@ -141,6 +141,9 @@ def init_variables(model: svilm_model.SViLM, rngs: dict, batch: dict) -> dict:
 class VideoTextTask(base.Task):
   """A task on the S-ViLM dual encoder of config.model, reading clips per config.data."""
 
+  # init_from continues the whole dual encoder: towers, projections, temperature.
+  init_from_map = {"": ""}
+
   def validate_config(self, config, vocab_size):
     validate_video_text_config(config, vocab_size)
     require_contrastive_batch(config)

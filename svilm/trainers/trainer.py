@@ -211,7 +211,10 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   table of what was loaded, resampled, initialised and left unused is logged.
   """
   source, meta = checkpointing.load_params(path)
-  fresh = jax.device_get(ctx.init_state().params)
+  # The fresh parameters (and the base key) come from the same init as a run from scratch,
+  # without building an optimizer state that would be thrown away.
+  boxed, base_key = jax.jit(ctx.init_params)()
+  fresh = jax.device_get(flax.linen.meta.unbox(boxed))
   grid = ctx.task.video_grid(ctx.config)
   params, report = param_mapping.map_params(
     source,
@@ -223,7 +226,6 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   logging.info(
     "init_from %s (step %d):\n%s", meta["path"], meta["step"], param_mapping.format_report(report)
   )
-  _, base_key = jax.random.split(jax.random.PRNGKey(ctx.config.seed))
   return jax.jit(ctx.state_from_params, out_shardings=ctx.state_shardings)(params, base_key)
 
 
