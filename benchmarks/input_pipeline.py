@@ -30,6 +30,10 @@ _NUM_FRAMES = flags.DEFINE_integer("num_frames", 16, "Frames per clip.")
 _BATCHES = flags.DEFINE_integer("batches", 30, "Timed batches per measurement.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Clips per batch.")
 _CLIPS = flags.DEFINE_integer("clips", 256, "ShapesWorld clips built per resolution.")
+_STEP_VARIANT = flags.DEFINE_string(
+  "step_variant", "", "Variant of configs/pretrain.py whose train step is timed ('' = default)."
+)
+_STEP_STEPS = flags.DEFINE_integer("step_steps", 20, "Timed train steps (after 5 warm-up steps).")
 
 H100_BF16_PEAK = 989e12
 ASSUMED_MFU = 0.4
@@ -73,7 +77,7 @@ def _pipeline_frames_per_sec(files, tokenizer, resolution, threads) -> float:
 
 
 def _default_step_frames_per_sec() -> float:
-  """Frames/s the default config's train step consumes on this machine."""
+  """Frames/s the default config's train step (or --step_variant's) consumes on this machine."""
   import jax
 
   from benchmarks import train_step
@@ -81,9 +85,12 @@ def _default_step_frames_per_sec() -> float:
   from svilm import configuration
 
   config = configuration.finalize(
-    pretrain_config.get_config(), num_devices=jax.device_count(), process_count=1, vocab_size=512
+    pretrain_config.get_config(_STEP_VARIANT.value),
+    num_devices=jax.device_count(),
+    process_count=1,
+    vocab_size=512,
   )
-  result = train_step.time_train_step(config, steps=20, warmup=5, repeats=1)
+  result = train_step.time_train_step(config, steps=_STEP_STEPS.value, warmup=5, repeats=1)
   return config.data.num_frames * result["examples_per_sec"]
 
 

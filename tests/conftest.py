@@ -1,6 +1,7 @@
 """Test setup: 8 fake CPU devices (for the mesh tests) and one tiny ShapesWorld per session."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -10,10 +11,10 @@ os.environ["XLA_FLAGS"] = (
   os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# No persistent compilation cache (JAX_COMPILATION_CACHE_DIR): with jax 0.10.2, an 8-device
-# XLA:CPU executable loaded from it aborted in the all-gather rendezvous
-# (xla::cpu::InProcessCommunicator::AllGather, "AwaitAndLogIfStuck") when
-# benchmarks/compiler_options.py ran after benchmarks/train_step.py had cached the same step.
+# No persistent compilation cache for this process: with jax 0.10.2, an 8-device XLA:CPU
+# executable loaded from it hangs in its first all-gather (the devices reach different
+# collective op ids) and aborts after 40 s. Subprocess runs that need one device only share a
+# cache instead (`one_device_env`).
 
 import pytest  # noqa: E402
 
@@ -43,6 +44,20 @@ def shapesworld_cache(tmp_path_factory) -> str:
 def tiny(shapesworld_cache):
   """A fresh (unlocked) tiny pretraining config pointing at the session's ShapesWorld."""
   return tiny_config(shapesworld_cache)
+
+
+@pytest.fixture(scope="session")
+def one_device_env(tmp_path_factory) -> dict:
+  """The environment for a subprocess that runs on one CPU device and shares this session's
+  persistent compilation cache with the other such runs: a program that one of them compiled
+  (the same config's train step, say) is loaded, not compiled again. One device only: an
+  executable with collectives loaded from the cache hangs (see the top of this file)."""
+  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
+  return {
+    **os.environ,
+    "XLA_FLAGS": f"{xla} --xla_force_host_platform_device_count=1".strip(),
+    "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_compilation_cache")),
+  }
 
 
 def prepare_and_setup(config, devices=None, process_count=1):

@@ -1,4 +1,8 @@
-"""The benchmark scripts run end to end (tiny settings), so they cannot rot unnoticed."""
+"""The benchmark scripts run end to end (tiny settings), so they cannot rot unnoticed.
+
+They run on one device and share the session's compilation cache (conftest.one_device_env):
+the tiny config's train step, which all three time, is compiled once.
+"""
 
 import json
 import subprocess
@@ -9,7 +13,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-def test_input_pipeline_benchmark_reports_every_figure():
+def test_input_pipeline_benchmark_reports_every_figure(one_device_env):
   result = subprocess.run(
     [
       sys.executable,
@@ -19,8 +23,11 @@ def test_input_pipeline_benchmark_reports_every_figure():
       "--batches=2",
       "--batch_size=2",
       "--clips=8",
+      "--step_variant=tiny",
+      "--step_steps=2",
     ],
     cwd=REPO_ROOT,
+    env=one_device_env,
     capture_output=True,
     text=True,
     timeout=600,
@@ -37,7 +44,7 @@ def test_input_pipeline_benchmark_reports_every_figure():
   assert 2e12 < figures["paper_flops_per_clip"] < 4e12  # ViT-B, 3136 tokens + BERT-base
 
 
-def test_train_step_benchmark_reports_mfu():
+def test_train_step_benchmark_reports_mfu(one_device_env):
   result = subprocess.run(
     [
       sys.executable,
@@ -48,6 +55,7 @@ def test_train_step_benchmark_reports_mfu():
       "--warmup=1",
     ],
     cwd=REPO_ROOT,
+    env=one_device_env,
     capture_output=True,
     text=True,
     timeout=600,
@@ -70,7 +78,9 @@ def test_train_step_benchmark_reports_mfu():
   assert figures["mfu"] < 1.5  # a bound on nonsense, not a speed assertion
 
 
-def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_options():
+def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_options(
+  one_device_env,
+):
   command = [
     sys.executable,
     "benchmarks/compiler_options.py",
@@ -82,6 +92,7 @@ def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_opt
   result = subprocess.run(
     command + ['--variant=fast={"xla_cpu_enable_fast_math": true}'],
     cwd=REPO_ROOT,
+    env=one_device_env,
     capture_output=True,
     text=True,
     timeout=600,
@@ -97,6 +108,7 @@ def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_opt
   bad = subprocess.run(
     command + ['--variant=typo={"xla_cpu_no_such_option": 1}'],
     cwd=REPO_ROOT,
+    env=one_device_env,
     capture_output=True,
     text=True,
     timeout=600,

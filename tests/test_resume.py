@@ -1,4 +1,9 @@
-"""End to end through `python -m svilm.main`: outputs, and exact resume after SIGKILL."""
+"""End to end through `python -m svilm.main`: outputs, and exact resume after SIGTERM and SIGKILL.
+
+The runs use one device and share the session's compilation cache (conftest.one_device_env):
+the reference run compiles the step, the interrupted runs load it. Resuming on other meshes
+and process counts is tests/test_elastic_restore.py's and tests/test_multiprocess.py's.
+"""
 
 import json
 import os
@@ -18,6 +23,7 @@ EXPECTED_KEYS = {
   "temporal_grouping/accuracy",
   "temporal_grouping/accuracy_random",
 }
+TOTAL_STEPS = 24
 
 
 def _command(workdir, cache):
@@ -25,16 +31,11 @@ def _command(workdir, cache):
     "--config=configs/pretrain.py:tiny",
     f"--workdir={workdir}",
     f"--config.data.shapesworld_dir={cache}",
-    "--config.total_steps=60",
-    "--config.checkpoint_every_steps=10",
-    "--config.evals.heldout.every_steps=40",
+    f"--config.total_steps={TOTAL_STEPS}",
+    "--config.checkpoint_every_steps=6",
+    "--config.log_every_steps=2",
+    "--config.evals.heldout.every_steps=12",
   )
-
-
-def _env():
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
-  return env
 
 
 def _steps(workdir):
@@ -42,83 +43,62 @@ def _steps(workdir):
   return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
 
 
-def test_killed_run_resumes_to_the_same_results(shapesworld_cache, tmp_path):
-  full, killed = str(tmp_path / "full"), str(tmp_path / "killed")
+def _run(command, env):
   result = subprocess.run(
-    _command(full, shapesworld_cache),
-    cwd=REPO_ROOT,
-    env=_env(),
-    capture_output=True,
-    text=True,
-    timeout=600,
+    command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
   )
   assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_preempted_then_killed_run_resumes_to_the_same_results(
+  shapesworld_cache, one_device_env, tmp_path
+):
+  full, interrupted = str(tmp_path / "full"), str(tmp_path / "interrupted")
+  result = _run(_command(full, shapesworld_cache), one_device_env)
   with open(os.path.join(full, "eval_results.json")) as f:
     reference = json.load(f)
   assert EXPECTED_KEYS <= set(reference), EXPECTED_KEYS - set(reference)
-  assert "Evaluation at step 40" in result.stderr
-  assert reference["step"] == 60  # the step-40 evaluation was overwritten by the final one
-  assert _steps(full)[-1] == 60
+  assert "Evaluation at step 12" in result.stderr
+  assert reference["step"] == TOTAL_STEPS  # the step-12 evaluation was overwritten by the last
+  assert _steps(full)[-1] == TOTAL_STEPS
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
 
-  # Same command, killed with SIGKILL as soon as the step-10 checkpoint is complete.
+  # SIGTERM (a preemption notice) once training is under way: the current step is saved and
+  # the process exits cleanly, without evaluating.
+  command = _command(interrupted, shapesworld_cache)
   process = subprocess.Popen(
-    _command(killed, shapesworld_cache),
+    command,
     cwd=REPO_ROOT,
-    env=_env(),
+    env=one_device_env,
     stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-  )
-  deadline = time.time() + 300
-  while not _steps(killed) and time.time() < deadline and process.poll() is None:
-    time.sleep(0.02)
-  process.send_signal(signal.SIGKILL)
-  process.wait()
-  assert 0 < _steps(killed)[-1] < 60, _steps(killed)
-  assert not os.path.exists(os.path.join(killed, "eval_results.json"))
-
-  result = subprocess.run(
-    _command(killed, shapesworld_cache),
-    cwd=REPO_ROOT,
-    env=_env(),
-    capture_output=True,
+    stderr=subprocess.PIPE,
     text=True,
-    timeout=600,
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "Resumed from checkpoint" in result.stderr
-  with open(os.path.join(killed, "eval_results.json")) as f:
-    assert json.load(f) == reference
-
-
-def test_sigterm_saves_the_current_step_and_exits_cleanly(shapesworld_cache, tmp_path):
-  workdir = str(tmp_path / "preempted")
-  command = main_command(
-    "--config=configs/pretrain.py:tiny",
-    f"--workdir={workdir}",
-    f"--config.data.shapesworld_dir={shapesworld_cache}",
-    "--config.total_steps=100",
-    "--config.checkpoint_every_steps=1000",
-    "--config.log_every_steps=2",
-  )
-  process = subprocess.Popen(
-    command, cwd=REPO_ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-  )
-  for line in process.stderr:  # wait until training is under way
-    if "step 4/100" in line:
+  for line in process.stderr:
+    if f"step 4/{TOTAL_STEPS}" in line:
       process.send_signal(signal.SIGTERM)
       break
   rest = process.communicate(timeout=300)[1]
   assert process.returncode == 0, rest[-3000:]
-  assert "Preempted (SIGTERM)" in rest
-  (saved,) = _steps(workdir)  # only the preemption checkpoint exists
-  assert 4 <= saved < 100
-  assert not os.path.exists(os.path.join(workdir, "eval_results.json"))
+  preempted = _steps(interrupted)[-1]
+  assert 4 <= preempted < TOTAL_STEPS
+  assert f"Preempted (SIGTERM) after step {preempted}" in rest
 
-  result = subprocess.run(
-    command, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600
+  # The same command resumes; SIGKILL as soon as it has written a newer checkpoint.
+  process = subprocess.Popen(
+    command, cwd=REPO_ROOT, env=one_device_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert f"Resumed from checkpoint at step {saved}" in result.stderr
-  with open(os.path.join(workdir, "eval_results.json")) as f:
-    assert json.load(f)["step"] == 100
+  deadline = time.time() + 300
+  while _steps(interrupted)[-1] == preempted and time.time() < deadline and process.poll() is None:
+    time.sleep(0.02)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed = _steps(interrupted)[-1]
+  assert preempted < killed < TOTAL_STEPS, _steps(interrupted)
+
+  # And once more: it ends exactly where the uninterrupted run ended.
+  result = _run(command, one_device_env)
+  assert f"Resumed from checkpoint at step {killed}" in result.stderr
+  with open(os.path.join(interrupted, "eval_results.json")) as f:
+    assert json.load(f) == reference
