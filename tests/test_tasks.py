@@ -8,6 +8,8 @@ For each task, its config's `tiny` variant (configs/<task>.py:tiny) on the sessi
     training and reproduces the run's own final evaluation exactly (evaluation is a function
     of the checkpoint and the data alone);
   * `--compile_only` compiles its train step on the 8-device mesh.
+The runs share one TrainContext (trainer.setup returns the same one for the same config), so
+the train step is compiled once.
 A new task is covered by adding it to the registry and giving its config a `tiny` variant.
 """
 
@@ -17,7 +19,9 @@ import os
 
 import pytest
 
+from data_pipelines import tokenizer as tokenizer_lib
 from svilm import compile_check
+from svilm import data_setup
 from svilm import tasks
 from svilm.trainers import trainer
 
@@ -35,6 +39,10 @@ def task_config(name: str, shapesworld_dir: str):
 def _results(workdir) -> dict:
   with open(os.path.join(workdir, "eval_results.json")) as f:
     return json.load(f)
+
+
+def _vocab_size(config) -> int:
+  return tokenizer_lib.Tokenizer(data_setup.prepare(config).tokenizer_path).vocab_size
 
 
 def _preempt_after(step: int):
@@ -62,9 +70,11 @@ def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp
   zero_shot = trainer.train_and_evaluate(config, str(tmp_path / "zero"))
   assert zero_shot == {**full, "step": 0}
 
+  # --compile_only of the same config (it reads no data, so it is told the vocabulary size):
+  # the run's own train step, which this process has compiled already.
   config.total_steps = 4
   config.init_from = ""
-  config.model.text.vocab_size = 128
+  config.model.text.vocab_size = _vocab_size(config)
   report = compile_check.compile_train_step(config)
   assert report["task"] == name and report["devices"] == 8 and report["peak"] > 0
 
@@ -72,3 +82,15 @@ def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp
 def test_an_unknown_task_is_an_error_listing_the_known_ones():
   with pytest.raises(ValueError, match="known tasks: pretrain, retrieval"):
     tasks.get("pretrian")
+
+
+def test_setup_returns_the_same_context_for_the_same_config(tiny):
+  first = trainer.setup(tiny.copy_and_resolve_references(), vocab_size=128)
+  assert trainer.setup(tiny.copy_and_resolve_references(), vocab_size=128) is first
+  assert trainer.setup(tiny, vocab_size=256) is not first  # another finalized config
+  other = trainer.setup(
+    tiny.copy_and_resolve_references(), vocab_size=128, devices=[first.mesh.devices.flat[0]]
+  )
+  assert other is not first and other.mesh.size == 1
+  # Its jitted functions are built once.
+  assert first.jit_train_step() is first.jit_train_step()

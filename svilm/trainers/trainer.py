@@ -14,6 +14,7 @@ an uninterrupted run ends (tests/test_resume.py).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -59,6 +60,14 @@ class TrainContext:
   partition: train_step_lib.Partition
   abstract_state: TrainState  # ShapeDtypeStructs
   state_shardings: TrainState  # NamedShardings, same tree
+  # The jitted functions below, each built once per context (`_once`), so that XLA's
+  # in-memory cache serves every later call with the same shapes.
+  jitted: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+
+  def _once(self, name: str, build):
+    if name not in self.jitted:
+      self.jitted[name] = build()
+    return self.jitted[name]
 
   @property
   def loss_fn(self):
@@ -87,18 +96,23 @@ class TrainContext:
 
   def init_state(self) -> TrainState:
     """Fresh parameters and optimizer state from config.seed, on the state shardings."""
-    return jax.jit(self.fresh_state, out_shardings=self.state_shardings)()
+    return self._once(
+      "init_state", lambda: jax.jit(self.fresh_state, out_shardings=self.state_shardings)
+    )()
 
   def jit_train_step(self):
     """The jitted, sharded, donating train step (train_step.jit_train_step)."""
-    return train_step_lib.jit_train_step(
-      self.config,
-      self.loss_fn,
-      self.tx,
-      self.schedule,
-      self.partition,
-      self.mesh,
-      self.state_shardings,
+    return self._once(
+      "train_step",
+      lambda: train_step_lib.jit_train_step(
+        self.config,
+        self.loss_fn,
+        self.tx,
+        self.schedule,
+        self.partition,
+        self.mesh,
+        self.state_shardings,
+      ),
     )
 
   def batch_spec(self, batch_size: int | None = None) -> dict:
@@ -116,6 +130,14 @@ class TrainContext:
     return self.jit_train_step().lower(state, self.batch_spec())
 
 
+# setup()'s results by (finalized config, devices, process count): another run of the same
+# config in this process (a notebook, a sweep, the tests) reuses its jitted functions, and
+# with them XLA's compiled programs, instead of compiling again. Each entry holds compiled
+# programs, so only the most recent few are kept.
+_CONTEXTS: collections.OrderedDict[tuple, TrainContext] = collections.OrderedDict()
+_MAX_CONTEXTS = 4
+
+
 def setup(
   config: ml_collections.ConfigDict,
   *,
@@ -126,17 +148,28 @@ def setup(
   """Finalizes `config` and builds its TrainContext on `devices` (default: all).
 
   vocab_size: the tokenizer's; None takes model.text.vocab_size, or the size of an existing
-  data.tokenizer (what --compile_only does without reading data).
+  data.tokenizer (what --compile_only does without reading data). The same finalized config
+  on the same devices returns the same context (treat ctx.config as read-only).
   """
   devices = list(devices if devices is not None else jax.devices())
   if vocab_size is None:
     vocab_size = configuration.vocab_size_without_data(config)
+  process_count = jax.process_count() if process_count is None else process_count
   config = configuration.finalize(
-    config,
-    num_devices=len(devices),
-    vocab_size=vocab_size,
-    process_count=jax.process_count() if process_count is None else process_count,
+    config, num_devices=len(devices), vocab_size=vocab_size, process_count=process_count
   )
+  key = (config.to_json_best_effort(sort_keys=True), tuple(d.id for d in devices), process_count)
+  if key in _CONTEXTS:
+    _CONTEXTS.move_to_end(key)
+    return _CONTEXTS[key]
+  _CONTEXTS[key] = _build_context(config, devices)
+  while len(_CONTEXTS) > _MAX_CONTEXTS:
+    _CONTEXTS.popitem(last=False)
+  return _CONTEXTS[key]
+
+
+def _build_context(config: ml_collections.ConfigDict, devices: list) -> TrainContext:
+  """setup() for a finalized config: task, mesh, model, optimizer, partition, shardings."""
   task = tasks.get(config.task)
   mesh = sharding.make_mesh(config, devices)
   model = task.build_model(config)
@@ -157,7 +190,10 @@ def setup(
     abstract.params, flax.linen.get_partition_spec(boxed), mesh, sharding.rules(config)
   )
   return dataclasses.replace(
-    probe, abstract_state=abstract, state_shardings=sharding.state_shardings(abstract, params, mesh)
+    probe,
+    abstract_state=abstract,
+    state_shardings=sharding.state_shardings(abstract, params, mesh),
+    jitted={},
   )
 
 
@@ -213,7 +249,7 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   source, meta = checkpointing.load_params(path)
   # The fresh parameters (and the base key) come from the same init as a run from scratch,
   # without building an optimizer state that would be thrown away.
-  boxed, base_key = jax.jit(ctx.init_params)()
+  boxed, base_key = ctx._once("init_params", lambda: jax.jit(ctx.init_params))()
   fresh = jax.device_get(flax.linen.meta.unbox(boxed))
   grid = ctx.task.video_grid(ctx.config)
   params, report = param_mapping.map_params(
@@ -226,7 +262,11 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   logging.info(
     "init_from %s (step %d):\n%s", meta["path"], meta["step"], param_mapping.format_report(report)
   )
-  return jax.jit(ctx.state_from_params, out_shardings=ctx.state_shardings)(params, base_key)
+  from_params = ctx._once(
+    "state_from_params",
+    lambda: jax.jit(ctx.state_from_params, out_shardings=ctx.state_shardings),
+  )
+  return from_params(params, base_key)
 
 
 def restore_or_init(ctx: TrainContext, manager) -> tuple[TrainState, dict | None, int | None]:
