@@ -54,13 +54,15 @@ def test_without_a_vocabulary_it_says_what_to_pass():
     compile_check.compile_train_step(pretrain.get_config("tiny"))
 
 
-def test_paper_config_compiles_on_the_cpu_without_data():
-  # The shard and tokenizer paths do not exist: --compile_only never reads them.
+def test_paper_config_compiles_on_the_cpu_without_data(one_device_env):
+  # The shard and tokenizer paths do not exist: --compile_only never reads them. One device:
+  # the mesh is the 8-device tests' business, and its compile takes a third longer.
   result = run_main(
     "--config=configs/pretrain_paper.py:data=/nonexistent,tokenizer=/nonexistent.model",
     "--compile_only",
     "--config.model.text.vocab_size=30522",
     "--config.batch_size=8",
+    env=one_device_env,
     timeout=900,
   )
   assert result.returncode == 0, result.stderr[-3000:]

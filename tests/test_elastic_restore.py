@@ -17,14 +17,8 @@ def _setup(config, devices):
 
 
 def _perturbed(state):
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.PRNGKey(0), len(leaves))
-  return treedef.unflatten(
-    [
-      x + jax.random.uniform(key, x.shape, x.dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
-      for x, key in zip(leaves, keys)
-    ]
-  )
+  # One add per leaf: per-leaf random draws made this a 30-second compile.
+  return jax.tree.map(lambda x: x + 0.25 if jnp.issubdtype(x.dtype, jnp.floating) else x, state)
 
 
 @pytest.mark.parametrize(

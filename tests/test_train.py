@@ -2,6 +2,7 @@
 
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -15,7 +16,7 @@ from svilm.trainers import trainer
 def test_training_lowers_the_loss(tiny, setup):
   tiny.optim.warmup_steps = 3
   tiny.total_steps = 40
-  ctx, sources, tokenizer = setup(tiny)
+  ctx, sources, tokenizer = setup(tiny, jax.devices()[:1])  # learning needs no mesh
   config, mesh = ctx.config, ctx.mesh
   ds = data_setup.make_dataset(
     config,
