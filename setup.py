@@ -32,7 +32,7 @@ setuptools.setup(
   install_requires=INSTALL_REQUIRES,
   extras_require={
     # ruff: the formatter and linter that tests/test_style.py enforces (pyproject.toml).
-    "test": ["pytest>=8", "ruff==0.17.5"],
+    "test": ["pytest>=8", "pytest-xdist==3.8.0", "ruff==0.17.5"],
     # Only benchmarks/vs_pytorch.py uses it (the CPU build, from this machine's local
     # wheel); never a test or runtime dependency.
     "pytorch_reference": ["torch==2.13.0"],
