@@ -50,16 +50,22 @@ def tiny(shapesworld_cache):
   return tiny_config(shapesworld_cache)
 
 
+def devices_env(num_devices: int) -> dict:
+  """The environment for a subprocess that sees `num_devices` fake CPU devices and otherwise
+  runs as this session does (the XLA flags above included)."""
+  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ["XLA_FLAGS"])
+  flag = f"--xla_force_host_platform_device_count={num_devices}"
+  return {**os.environ, "XLA_FLAGS": f"{xla} {flag}".strip()}
+
+
 @pytest.fixture(scope="session")
 def one_device_env(tmp_path_factory) -> dict:
   """The environment for a subprocess that runs on one CPU device and shares this session's
   persistent compilation cache with the other such runs: a program that one of them compiled
   (the same config's train step, say) is loaded, not compiled again. One device only: an
   executable with collectives loaded from the cache hangs (see the top of this file)."""
-  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
   return {
-    **os.environ,
-    "XLA_FLAGS": f"{xla} --xla_force_host_platform_device_count=1".strip(),
+    **devices_env(1),
     "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_compilation_cache")),
   }
 

@@ -3,13 +3,12 @@ programs whose traffic is known by hand, its growth arithmetic, and both halves 
 
 The two end-to-end runs (a frames sweep, and the mesh sweep on 8 fake devices) are started as
 background processes when this module's first test starts, so they compile while the in-process
-checks run; the last two tests wait for them. They use XLA's cheapest CPU code generation
-(their timings are not read), which cuts compile time by about a third.
+checks run; the last two tests wait for them. Like every test process they use XLA's cheapest
+CPU code generation (conftest; their timings are not read).
 """
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -28,9 +27,9 @@ from svilm import compile_check
 from svilm import configuration
 from svilm.trainers import trainer
 from tests.conftest import REPO_ROOT
+from tests.conftest import devices_env
 
 VOCAB = 512
-FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 RUNS = {
   "frames": ["--sweeps=frames", "--frames=4,8"],
   "mesh": ["--sweeps=mesh", "--meshes=8x1x1"],
@@ -40,8 +39,7 @@ RUNS = {
 @pytest.fixture(scope="module", autouse=True)
 def end_to_end_runs():
   """Starts both end-to-end runs (one device each; the mesh run spawns its 8-device worker)."""
-  xla = re.sub(r"--xla_force_host_platform_device_count=\S+", "", os.environ.get("XLA_FLAGS", ""))
-  env = {**os.environ, "XLA_FLAGS": f"{xla} {FAST_COMPILE}".strip()}
+  env = devices_env(1)
   common = ["--config=configs/pretrain.py:tiny", "--steps=1", "--warmup=0", "--repeats=1"]
   procs = {}
   for name, args in RUNS.items():

@@ -3,10 +3,10 @@
 import csv
 import json
 import math
-import os
 
 from data_pipelines import build_shards
 from data_pipelines import validate
+from tests.conftest import devices_env
 from tests.conftest import run_main
 from tests.test_build_shards import H264
 from tests.test_build_shards import _write_video
@@ -64,7 +64,7 @@ def test_pretraining_runs_on_built_shards_of_real_video(tmp_path):
     "--config.eval.batch_size=4",
     "--config.eval.max_clips=0",
   ]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  env = devices_env(2)
   result = run_main(*flags, env=env)
   assert result.returncode == 0, result.stderr[-3000:]
   with open(workdir / "eval_results.json") as f:

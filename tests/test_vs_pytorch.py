@@ -8,11 +8,11 @@ function as our encoder; without torch the script must fail fast with the instal
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
 from tests.conftest import REPO_ROOT
+from tests.conftest import devices_env
 
 SCRIPT = "benchmarks/vs_pytorch.py"
 TINY_ARGS = [
@@ -25,18 +25,9 @@ TINY_ARGS = [
 INSTALL_HINT = 'pip install -e ".[pytorch_reference]"'
 
 
-def _env() -> dict:
-  # conftest gives every test process 8 fake CPU devices; the benchmark measures one real CPU.
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = (
-    env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=8", "").strip()
-  )
-  return env
-
-
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
   return subprocess.run(
-    argv, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=300
+    argv, cwd=REPO_ROOT, env=devices_env(1), capture_output=True, text=True, timeout=300
   )
 
 

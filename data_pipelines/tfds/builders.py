@@ -24,6 +24,7 @@ import ml_collections
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from data_pipelines import input_pipeline
 from data_pipelines import schema
 from data_pipelines.shapesworld import build
 from data_pipelines.tfds import features
@@ -76,7 +77,9 @@ class SvilmShards(tfds.core.GeneratorBasedBuilder):
 
   def _generate_examples(self, paths):
     # One tf.data pass parses every record with the schema's own parser (the one contract).
-    dataset = tf.data.TFRecordDataset(paths).map(schema.parse_sequence_example)
+    dataset = tf.data.TFRecordDataset(paths).map(
+      input_pipeline.graph_fn(schema.parse_sequence_example)
+    )
     for record in dataset.as_numpy_iterator():
       if record["schema_version"] != schema.SCHEMA_VERSION:
         raise ValueError(

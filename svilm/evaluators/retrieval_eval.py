@@ -62,8 +62,10 @@ def read_captions(files, max_clips: int) -> list[list[str]]:
   ds = input_pipeline.record_stream(files, train=False, seed=0)
   if max_clips:
     ds = ds.take(max_clips)
-  ds = ds.map(lambda r: schema.parse_sequence_example(r, with_annotations=False))
-  ds = ds.map(lambda r: (r["caption"], r["captions"]))
+  ds = ds.map(
+    input_pipeline.graph_fn(lambda r: schema.parse_sequence_example(r, with_annotations=False))
+  )
+  ds = ds.map(input_pipeline.graph_fn(lambda r: (r["caption"], r["captions"])))
   clips = []
   for caption, captions in ds.as_numpy_iterator():
     texts = [c.decode("utf-8") for c in captions] or [caption.decode("utf-8")]
