@@ -38,24 +38,28 @@ def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | No
   plain.optim.grad_accum_steps = 1
   plain.mesh.data, plain.mesh.fsdp, plain.mesh.model = -1, 1, 1  # one device: no sharding
   ctx = trainer.setup(plain, devices=jax.devices()[:1], process_count=1)
-  state = jax.eval_shape(ctx.fresh_state)
-  batch = jax.eval_shape(
-    lambda: ctx.task.dummy_batch(ctx.config, batch_size or ctx.config.batch_size)
-  )
-  step = jax.jit(
-    lambda state, batch: train_step.train_step(
-      state,
-      batch,
-      loss_fn=ctx.loss_fn,
-      tx=ctx.tx,
-      schedule=ctx.schedule,
-      partition=ctx.partition,
-      config=ctx.config,
+  batch_size = batch_size or ctx.config.batch_size
+
+  def count() -> float:
+    state = jax.eval_shape(ctx.fresh_state)
+    batch = jax.eval_shape(lambda: ctx.task.dummy_batch(ctx.config, batch_size))
+    step = jax.jit(
+      lambda state, batch: train_step.train_step(
+        state,
+        batch,
+        loss_fn=ctx.loss_fn,
+        tx=ctx.tx,
+        schedule=ctx.schedule,
+        partition=ctx.partition,
+        config=ctx.config,
+      )
     )
-  )
-  cost = step.lower(state, batch).cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  return float(cost["flops"])
+    cost = step.lower(state, batch).cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return float(cost["flops"])
+
+  # Configs that differ only in mesh, scan or remat share the plain context, and the count.
+  return ctx.once(f"model_flops_per_step@{batch_size}", count)
 
 
 def peak_bytes(memory) -> int:

@@ -7,7 +7,8 @@ For each task, its config's `tiny` variant (configs/<task>.py:tiny) on the sessi
   * `total_steps=0` with `init_from` = the finished run evaluates the loaded weights without
     training and reproduces the run's own final evaluation exactly (evaluation is a function
     of the checkpoint and the data alone);
-  * `--compile_only` compiles its train step on the 8-device mesh.
+  * `--compile_only` compiles its train step on the 8-device mesh and reports its memory and
+    FLOPs.
 The runs share one TrainContext (trainer.setup returns the same one for the same config), so
 the train step is compiled once.
 A new task is covered by adding it to the registry and giving its config a `tiny` variant.
@@ -63,6 +64,9 @@ def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp
     stopped = trainer.train_and_evaluate(config, str(tmp_path / "resumed"))
   assert stopped == {"step": 2, "preempted": True}
   assert trainer.train_and_evaluate(config, str(tmp_path / "resumed")) == full
+  # The three runs shared one context, and in it one set of evaluators (compiled once).
+  ctx = trainer.setup(config, vocab_size=_vocab_size(config))
+  assert [k.split(":")[0] for k in ctx.built].count("evaluators") == 1
 
   # Zero steps from the finished run's checkpoint: the loaded weights, evaluated.
   config.init_from = str(tmp_path / "full")
@@ -76,7 +80,13 @@ def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp
   config.init_from = ""
   config.model.text.vocab_size = _vocab_size(config)
   report = compile_check.compile_train_step(config)
-  assert report["task"] == name and report["devices"] == 8 and report["peak"] > 0
+  assert (report["task"], report["devices"]) == (name, 8)
+  assert report["global_batch"] == config.batch_size
+  # The replicated state (params + 2 Adam moments) is an argument of every device.
+  assert report["arguments"] > 3 * 4 * report["parameters"] > 0
+  assert report["peak"] >= report["arguments"] and report["temporaries"] > 0
+  assert report["flops_per_step"] == pytest.approx(8 * report["flops_per_device"])
+  assert report["flops_per_device"] > 0
 
 
 def test_an_unknown_task_is_an_error_listing_the_known_ones():

@@ -60,14 +60,15 @@ class TrainContext:
   partition: train_step_lib.Partition
   abstract_state: TrainState  # ShapeDtypeStructs
   state_shardings: TrainState  # NamedShardings, same tree
-  # The jitted functions below, each built once per context (`_once`), so that XLA's
-  # in-memory cache serves every later call with the same shapes.
-  jitted: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
+  # What `once` built for this context: the jitted functions below (so that XLA's in-memory
+  # cache serves every later call with the same shapes) and figures traced from them.
+  built: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
-  def _once(self, name: str, build):
-    if name not in self.jitted:
-      self.jitted[name] = build()
-    return self.jitted[name]
+  def once(self, name: str, build):
+    """build() the first time `name` is asked for in this context; the same object after."""
+    if name not in self.built:
+      self.built[name] = build()
+    return self.built[name]
 
   @property
   def loss_fn(self):
@@ -96,13 +97,13 @@ class TrainContext:
 
   def init_state(self) -> TrainState:
     """Fresh parameters and optimizer state from config.seed, on the state shardings."""
-    return self._once(
+    return self.once(
       "init_state", lambda: jax.jit(self.fresh_state, out_shardings=self.state_shardings)
     )()
 
   def jit_train_step(self):
     """The jitted, sharded, donating train step (train_step.jit_train_step)."""
-    return self._once(
+    return self.once(
       "train_step",
       lambda: train_step_lib.jit_train_step(
         self.config,
@@ -116,9 +117,18 @@ class TrainContext:
     )
 
   def batch_spec(self, batch_size: int | None = None) -> dict:
-    """Abstract global batch of the task's contract, on the batch sharding."""
+    """Abstract global batch of the task's contract, on the batch sharding.
+
+    It includes `index`, which every dataset adds to the task's keys
+    (data_pipelines/input_pipeline.py), so that a step lowered on it is the one a run calls:
+    --compile_only after a run in the same process reuses the run's compiled step.
+    """
+    size = batch_size or self.config.batch_size
     batch = jax.eval_shape(
-      lambda: self.task.dummy_batch(self.config, batch_size or self.config.batch_size)
+      lambda: {
+        **self.task.dummy_batch(self.config, size),
+        "index": jnp.zeros((size,), jnp.int32),
+      }
     )
     return sharding.with_shardings(
       batch, jax.tree.map(lambda _: sharding.batch_sharding(self.mesh), batch)
@@ -193,7 +203,7 @@ def _build_context(config: ml_collections.ConfigDict, devices: list) -> TrainCon
     probe,
     abstract_state=abstract,
     state_shardings=sharding.state_shardings(abstract, params, mesh),
-    jitted={},
+    built={},
   )
 
 
@@ -249,7 +259,7 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   source, meta = checkpointing.load_params(path)
   # The fresh parameters (and the base key) come from the same init as a run from scratch,
   # without building an optimizer state that would be thrown away.
-  boxed, base_key = ctx._once("init_params", lambda: jax.jit(ctx.init_params))()
+  boxed, base_key = ctx.once("init_params", lambda: jax.jit(ctx.init_params))()
   fresh = jax.device_get(flax.linen.meta.unbox(boxed))
   grid = ctx.task.video_grid(ctx.config)
   params, report = param_mapping.map_params(
@@ -262,7 +272,7 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   logging.info(
     "init_from %s (step %d):\n%s", meta["path"], meta["step"], param_mapping.format_report(report)
   )
-  from_params = ctx._once(
+  from_params = ctx.once(
     "state_from_params",
     lambda: jax.jit(ctx.state_from_params, out_shardings=ctx.state_shardings),
   )
@@ -425,8 +435,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   )
 
   step_fn = ctx.jit_train_step()
-  evaluators = ctx.task.evaluators(
-    config, data, model=ctx.model, mesh=ctx.mesh, params_shardings=ctx.state_shardings.params
+  # Another run of this context on the same evaluation files (same paths and modification
+  # times: a rebuilt split is read again) reuses the evaluators, with their compiled programs.
+  eval_files = [(f, os.path.getmtime(f)) for f in data.sources.eval_files]
+  evaluators = ctx.once(
+    f"evaluators:{eval_files}:{data.sources.tokenizer_path}",
+    lambda: ctx.task.evaluators(
+      config, data, model=ctx.model, mesh=ctx.mesh, params_shardings=ctx.state_shardings.params
+    ),
   )
   train_iter = input_pipeline.as_numpy(
     ctx.task.train_dataset(
