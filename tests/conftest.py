@@ -25,6 +25,29 @@ import pytest  # noqa: E402
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The slowest test modules, slowest first (measured with --durations on the 2-core box). Under
+# pytest-xdist the modules are handed to the workers in collection order (pyproject.toml), so
+# starting with the longest lets both workers finish together; a module not listed runs after
+# these, in name order. A stale list costs only balance, never a result.
+SLOWEST_MODULES = (
+  "test_sharding",
+  "test_tasks",
+  "test_benchmarks",
+  "test_multiprocess",
+  "test_compile_check",
+  "test_resume",
+  "test_cost_growth",
+  "test_model_scaling",
+  "test_train",
+  "test_real_video_pretraining",
+)
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+  items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: keeps test order
+
+
 def tiny_config(shapesworld_dir: str):
   """configs/pretrain.py:tiny with its ShapesWorld cache under `shapesworld_dir`."""
   from configs import pretrain
