@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from svilm import checkpointing
+from svilm.trainers import trainer
 from tests.conftest import REPO_ROOT
 from tests.conftest import devices_env
 from tests.conftest import main_command
@@ -111,9 +112,9 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   )
 
   # Evaluation is a function of the checkpoint and the data alone: the 2-process run's final
-  # checkpoint, evaluated again by 1 process x 8 devices, gives its eval_results.json to the bit.
+  # checkpoint, evaluated again by this process (1 x 8 devices, the same config and trainer as
+  # `svilm.main`), gives its eval_results.json to the bit.
   shutil.copytree(two / "checkpoints" / "4", tmp_path / "eval_one" / "checkpoints" / "4")
-  outputs = _run(tmp_path / "eval_one", shapesworld_cache, processes=1, flags=flags)
-  assert "Resumed from checkpoint at step 4" in outputs[0]
-  with open(tmp_path / "eval_one" / "eval_results.json") as f:
-    assert json.load(f) == results
+  config = _config(shapesworld_cache)
+  config.data.host_split, config.mesh.fsdp, config.eval.batch_size = "stream", 2, 24
+  assert trainer.train_and_evaluate(config, str(tmp_path / "eval_one")) == results
