@@ -8,6 +8,7 @@ loading. Unknown keys are already rejected by the locked ConfigDict (see svilm/m
 
 from __future__ import annotations
 
+import math
 import os
 
 import ml_collections
@@ -20,12 +21,20 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key."""
+  """A config value that cannot work; the message names the key and, where it can, the fix.
+  `svilm.main` prints it as one FATAL line without a traceback (--verbose shows it)."""
 
 
 def require(condition: bool, message: str) -> None:
   if not condition:
     raise ConfigError(message)
+
+
+def _nearest(key: str, value: int, step: int) -> str:
+  """The fix for `key=value` that must be a multiple of `step`: the multiples either side."""
+  low = value // step * step
+  options = [v for v in (low, low + step) if v > 0]
+  return f"; use --config.{key}=" + " or ".join(str(v) for v in options)
 
 
 def num_temporal_positions(config: ml_collections.ConfigDict) -> int:
@@ -90,16 +99,19 @@ def finalize(
   require(
     config.batch_size % (shards * accum) == 0,
     f"batch_size={config.batch_size} is not divisible by {micro}the {shards} batch "
-    "shards (mesh.data x mesh.fsdp)",
+    "shards (mesh.data x mesh.fsdp)" + _nearest("batch_size", config.batch_size, shards * accum),
   )
   require(
     config.batch_size % process_count == 0,
-    f"batch_size={config.batch_size} is not divisible by {process_count} hosts",
+    f"batch_size={config.batch_size} is not divisible by {process_count} hosts"
+    + _nearest("batch_size", config.batch_size, process_count),
   )
+  eval_step = math.lcm(shards, process_count)
   require(
-    config.eval.batch_size % shards == 0 and config.eval.batch_size % process_count == 0,
+    config.eval.batch_size % eval_step == 0,
     f"eval.batch_size={config.eval.batch_size} is not divisible by the {shards} batch "
-    f"shards (mesh.data x mesh.fsdp) and the {process_count} hosts",
+    f"shards (mesh.data x mesh.fsdp) and the {process_count} hosts"
+    + _nearest("eval.batch_size", config.eval.batch_size, eval_step),
   )
   model = config.model
   require(

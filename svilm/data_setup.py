@@ -12,6 +12,7 @@ import ml_collections
 
 from data_pipelines import input_pipeline
 from data_pipelines.shapesworld import build as shapesworld_build
+from svilm import configuration
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,12 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
   data = config.data
   if data.path:
     roots = [p.strip() for p in data.path.split(",") if p.strip()]
+    for root in roots:
+      if not any(c in root for c in "*?[") and not os.path.exists(os.path.expanduser(root)):
+        raise configuration.ConfigError(
+          f"data.path: {root} does not exist (a directory of shards from "
+          "`python -m data_pipelines.build_shards`, or a glob of shard files)"
+        )
     beside = os.path.join(os.path.expanduser(roots[0]), "tokenizer.model")
     if not data.tokenizer and not os.path.exists(beside):
       raise ValueError(

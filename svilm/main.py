@@ -9,7 +9,9 @@ the same workdir resumes from the newest checkpoint there.
 
 from __future__ import annotations
 
+import importlib.util
 import logging as std_logging
+import os
 import sys
 
 from absl import app
@@ -39,6 +41,12 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_VERBOSE = flags.DEFINE_bool(
+  "verbose",
+  False,
+  "On a user mistake (a bad config value or path, a diverged run), show the traceback "
+  "after the FATAL line; for bug reports.",
+)
 flags.mark_flags_as_required(["config"])
 
 # Environment variables that say a multi-process cluster launched us, so that
@@ -89,25 +97,77 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()
 
 
+def _config_flag(argv: list[str]) -> str | None:
+  """The value of --config in argv (either `--config=V` or `--config V`), or None."""
+  for i, arg in enumerate(argv):
+    if arg.startswith("--config="):
+      return arg.split("=", 1)[1]
+    if arg == "--config" and i + 1 < len(argv):
+      return argv[i + 1]
+  return None
+
+
+def _check_config_file(value: str) -> None:
+  """Loads the --config file and calls its get_config(ARG) before absl does (and before JAX
+  and TensorFlow load), so that a missing file or a bad variant is one FATAL line."""
+  path, _, arg = value.partition(":")
+  if not os.path.isfile(path):
+    sys.exit(
+      f"FATAL --config={value}: there is no config file {path!r} (relative to {os.getcwd()}); "
+      "the shipped configs are configs/*.py"
+    )
+  spec = importlib.util.spec_from_file_location("_svilm_config_check", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  try:
+    module.get_config(arg) if arg else module.get_config()
+  except ValueError as e:  # get_config(arg) rejects bad arguments, naming them
+    sys.exit(f"FATAL --config={value}: {e}")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl flag parsing with a one-line message for config mistakes instead of a traceback."""
+  config = _config_flag(argv)
+  if config is not None:
+    _check_config_file(config)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
     sys.exit(f"FATAL Flags parsing error: {e}\nPass --help to see help on flags.")
   except (KeyError, AttributeError) as e:
-    # ml_collections raises these for `--config.<key>` when <key> is not in the locked config.
+    # ml_collections raises these for `--config.<key>` when <key> is not in the locked config;
+    # its message (with a "Did you mean" hint) is the exception's argument, not its repr.
     bad = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    message = e
+    while isinstance(message, BaseException) and message.args:  # KeyErrors nest KeyErrors
+      message = message.args[0]
+    message = "; ".join(line.strip() for line in str(message).splitlines())
     sys.exit(
-      f"FATAL Unknown config key {e} in {' '.join(bad)}: the config has no such field "
-      "(keys are locked; check the spelling against the config file)."
+      f"FATAL Unknown config key in {' '.join(bad)}: {message} (keys are locked; check the "
+      "spelling against the config file)"
     )
   except ValueError as e:
-    # get_config(arg) rejects bad arguments (e.g. the paper config without a data path).
     sys.exit(f"FATAL Invalid config: {e}")
 
 
 def main(argv: list[str]) -> None:
+  """Runs the job; a user mistake ends it with one FATAL line (--verbose adds the traceback)."""
+  try:
+    _main(argv)
+  except Exception as e:
+    from svilm import configuration
+    from svilm.trainers import train_step
+
+    # What was asked for cannot work (a config value, a path) or the run diverged: the
+    # message names it and says what to do. Anything else is a bug and keeps its traceback.
+    if _VERBOSE.value or not isinstance(
+      e, (configuration.ConfigError, train_step.NonFiniteLossError)
+    ):
+      raise
+    sys.exit(f"FATAL {e}")
+
+
+def _main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   # Imported here so `--help` and flag errors answer without loading JAX and TensorFlow.
@@ -138,6 +198,11 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(
       "--workdir is required (checkpoints, metrics and eval_results.json "
       "go there; rerunning in it resumes)"
+    )
+  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+    sys.exit(
+      f"FATAL --workdir={_WORKDIR.value} is a file; the workdir must be a directory (it is "
+      "created if missing; rerunning in it resumes)"
     )
   logging.info(
     "JAX %s on %d %s device(s), process %d of %d",
