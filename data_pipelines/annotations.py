@@ -2,10 +2,13 @@
 
 The format follows the file's extension (full examples in docs/data.md):
 
-  .csv    a header row, then one clip per row. Columns: `video` (or `path`): the video file
-          relative to --video_root; `caption` (or `name`); optional `start`, `end` (seconds,
-          empty = the video's start / end) and `id`. WebVid's own CSV (`videoid`, `name`,
-          `page_dir`) is read too, as video `{page_dir}/{videoid}.mp4` with id `videoid`.
+  .csv    a header row, then one clip per row. Columns: the video file relative to
+          --video_root (the first of VIDEO_COLUMNS: `video`, `path`, `video_path`, `filename`);
+          the caption (the first of CAPTION_COLUMNS: `caption`, `text`, `sentence`, `name`);
+          optional `start`, `end` (seconds, empty = the video's start / end) and `id`.
+          `video_column` / `caption_column` name other columns. WebVid's own CSV (`videoid`,
+          `name`, `page_dir`) is read too, as video `{page_dir}/{videoid}.mp4` with id
+          `videoid`.
   .jsonl  one JSON object per line with the same keys.
   .json   ActivityNet Captions: {video_id: {"duration": d, "timestamps": [[s, e], ...],
           "sentences": [...]}}; every timed sentence is one clip of `{video_id}.EXT` where EXT
@@ -34,6 +37,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 FORMATS = (".csv", ".jsonl", ".json")
 ACTIVITYNET_EXTENSIONS = (".mp4", ".mkv", ".webm")
+# The column names real collections use, in the order they are looked for.
+VIDEO_COLUMNS = ("video", "path", "video_path", "filename")
+CAPTION_COLUMNS = ("caption", "text", "sentence", "name")
 _SURROGATE_RE = re.compile("[\udc80-\udcff]")
 
 
@@ -74,14 +80,16 @@ def _seconds(value: Any, name: str) -> Optional[float]:
   return seconds
 
 
-def _entry(row: Dict[str, Any], where: str) -> Entry:
-  """An Entry from a CSV or JSONL row (string keys, values as read)."""
-  video = _first(row, "video", "path")
+def _entry(row: Dict[str, Any], where: str, columns: Tuple[str, str] = ("", "")) -> Entry:
+  """An Entry from a CSV or JSONL row (string keys, values as read); `columns` are the
+  (video, caption) column names the user gave ("" = the usual names)."""
+  video_column, caption_column = columns
+  video = _first(row, *((video_column,) if video_column else VIDEO_COLUMNS))
   if video is None and _first(row, "videoid") is not None:  # WebVid
     page_dir = _first(row, "page_dir")
     video = f"{row['videoid']}.mp4" if page_dir is None else f"{page_dir}/{row['videoid']}.mp4"
   video = "" if video is None else str(video)
-  caption = _first(row, "caption", "name")
+  caption = _first(row, *((caption_column,) if caption_column else CAPTION_COLUMNS))
   caption = "" if caption is None else str(caption)
   identity = str(_first(row, "id", "videoid") or video or where)
   error = ""
@@ -134,20 +142,29 @@ def read_text(path: str) -> str:
   return data.decode("utf-8-sig", errors="surrogateescape")
 
 
-def _read_csv(text: str) -> List[Entry]:
+def _read_csv(text: str, columns: Tuple[str, str]) -> List[Entry]:
   reader = csv.DictReader(io.StringIO(text, newline=""))
-  columns = {c.strip() for c in reader.fieldnames or ()}
-  if not columns & {"video", "path", "videoid"} or not columns & {"caption", "name"}:
-    raise ValueError(
-      f"CSV header {sorted(columns)} needs a `video` (or `path`) and a `caption` (or `name`) column"
-    )
+  header = {c.strip() for c in reader.fieldnames or ()}
+  video_column, caption_column = columns
+  videos = {video_column} if video_column else {*VIDEO_COLUMNS, "videoid"}
+  captions = {caption_column} if caption_column else set(CAPTION_COLUMNS)
+  for kind, names, given in (
+    ("video", videos, video_column),
+    ("caption", captions, caption_column),
+  ):
+    if not header & names:
+      wanted = repr(given) if given else f"one of {', '.join(sorted(names))}"
+      raise ValueError(
+        f"CSV header {sorted(header)} has no {kind} column ({wanted}); name yours with "
+        f"--{kind}_column=NAME"
+      )
   return [
-    _entry({(k or "").strip(): v for k, v in row.items()}, f"row {n + 2}")
+    _entry({(k or "").strip(): v for k, v in row.items()}, f"row {n + 2}", columns)
     for n, row in enumerate(reader)
   ]
 
 
-def _read_jsonl(text: str) -> List[Entry]:
+def _read_jsonl(text: str, columns: Tuple[str, str]) -> List[Entry]:
   entries = []
   for n, line in enumerate(text.splitlines()):
     if not line.strip():
@@ -161,7 +178,7 @@ def _read_jsonl(text: str) -> List[Entry]:
         Entry("", "", None, None, f"line {n + 1}", f"bad annotation: line {n + 1}: {e}")
       )
       continue
-    entries.append(_entry(row, f"line {n + 1}"))
+    entries.append(_entry(row, f"line {n + 1}", columns))
   return entries
 
 
@@ -208,10 +225,14 @@ def _unique_ids(entries: List[Entry]) -> List[Entry]:
   return out
 
 
-def read_annotations(path: str, video_root: Optional[str] = None) -> List[Entry]:
+def read_annotations(
+  path: str, video_root: Optional[str] = None, *, video_column: str = "", caption_column: str = ""
+) -> List[Entry]:
   """All clip entries of the annotation file at `path`, in file order.
 
-  `video_root` is only used to pick the extension of ActivityNet videos. Raises ValueError for
+  `video_root` is only used to pick the extension of ActivityNet videos; `video_column` and
+  `caption_column` name the CSV/JSONL columns when they are not among the usual names
+  (VIDEO_COLUMNS, CAPTION_COLUMNS). Raises ValueError for
   an unknown extension, a CSV header without the needed columns, or an ActivityNet file that is
   not a JSON object; problems of single rows go into Entry.error instead.
   """
@@ -219,10 +240,11 @@ def read_annotations(path: str, video_root: Optional[str] = None) -> List[Entry]
   if ext not in FORMATS:
     raise ValueError(f"{path}: unknown annotation format {ext!r}; expected one of {FORMATS}")
   text = read_text(path)
+  columns = (video_column, caption_column)
   if ext == ".csv":
-    entries = _read_csv(text)
+    entries = _read_csv(text, columns)
   elif ext == ".jsonl":
-    entries = _read_jsonl(text)
+    entries = _read_jsonl(text, columns)
   else:
     entries = _read_activitynet(text, video_root)
   return _unique_ids(entries)

@@ -291,6 +291,8 @@ def build(
   workers: int = 1,
   max_skipped_fraction: float = 0.1,
   tokenizer_vocab_size: int = 0,
+  video_column: str = "",
+  caption_column: str = "",
 ) -> Dict[str, Any]:
   """Converts the entries of `input_path` into `split` shards in `output_dir` (resumable).
 
@@ -299,7 +301,9 @@ def build(
   for an unreadable or empty annotation file.
   """
   _check_knobs(num_shards, fps, short_side, max_frames, workers, jpeg_quality)
-  entries = annotations.read_annotations(input_path, video_root)
+  entries = annotations.read_annotations(
+    input_path, video_root, video_column=video_column, caption_column=caption_column
+  )
   if not entries:
     raise ValueError(f"{input_path} holds no entries")
   return build_entries(
@@ -532,6 +536,16 @@ def _define_flags() -> None:
   )
   flags.DEFINE_string("output", None, "Output directory for shards, manifest and report.")
   flags.DEFINE_string("split", "train", "Split name: the shard file prefix.")
+  flags.DEFINE_string(
+    "video_column",
+    "",
+    "CSV/JSONL column of the video path, if not one of " + ", ".join(annotations.VIDEO_COLUMNS),
+  )
+  flags.DEFINE_string(
+    "caption_column",
+    "",
+    "CSV/JSONL column of the caption, if not one of " + ", ".join(annotations.CAPTION_COLUMNS),
+  )
   define_build_flags()
   flags.mark_flags_as_required(["input", "output"])
 
@@ -539,13 +553,18 @@ def _define_flags() -> None:
 def main(argv: Sequence[str]) -> None:
   del argv
   f = flags.FLAGS
-  summary = build(
-    f.input,
-    f.video_root or os.path.dirname(os.path.abspath(f.input)),
-    f.output,
-    split=f.split,
-    **build_knobs(),
-  )
+  try:
+    summary = build(
+      f.input,
+      f.video_root or os.path.dirname(os.path.abspath(f.input)),
+      f.output,
+      split=f.split,
+      video_column=f.video_column,
+      caption_column=f.caption_column,
+      **build_knobs(),
+    )
+  except (ValueError, FileNotFoundError) as e:  # the annotation file or a knob: say which
+    sys.exit(f"FATAL build_shards: {e}")
   print(summary["line"])
   if not summary["ok"]:
     print(

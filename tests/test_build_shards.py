@@ -301,9 +301,44 @@ def test_annotation_columns_and_ids(tmp_path):
     "bad annotation: end 1.0 <= start 2.0",
     "bad annotation: start 'soon' is not a number",
   ]
-  with pytest.raises(ValueError, match="caption"):
-    (tmp_path / "no_caption.csv").write_text("video,text\nx.mp4,a\n")
+  # The column names real collections use, and columns named by the user.
+  for header in ("video_path,caption", "filename,text", "path,sentence"):
+    aliased = tmp_path / "aliased.csv"
+    aliased.write_text(f"{header}\nx.mp4,a dog\n")
+    (entry,) = annotations.read_annotations(str(aliased))
+    assert (entry.video, entry.caption, entry.error) == ("x.mp4", "a dog", ""), header
+  custom = tmp_path / "custom.csv"
+  custom.write_text("clip,words,caption\nx.mp4,a dog,ignored\n")
+  (entry,) = annotations.read_annotations(str(custom), video_column="clip", caption_column="words")
+  assert (entry.video, entry.caption) == ("x.mp4", "a dog")
+  (tmp_path / "no_caption.csv").write_text("video,words\nx.mp4,a\n")
+  with pytest.raises(ValueError, match="has no caption column .*--caption_column=NAME"):
     annotations.read_annotations(str(tmp_path / "no_caption.csv"))
+  with pytest.raises(ValueError, match="has no video column \\('clip2'\\)"):
+    annotations.read_annotations(str(custom), video_column="clip2")
+
+
+def test_cli_bad_header_is_one_fatal_line(tmp_path):
+  (tmp_path / "clips.csv").write_text("clip,words\nx.mp4,a dog\n")
+  result = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "data_pipelines.build_shards",
+      f"--input={tmp_path / 'clips.csv'}",
+      f"--output={tmp_path / 'out'}",
+    ],
+    cwd=REPO_ROOT,
+    env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    capture_output=True,
+    text=True,
+  )
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  fatal = [line for line in result.stderr.splitlines() if line.startswith("FATAL")]
+  assert fatal == [
+    "FATAL build_shards: CSV header ['clip', 'words'] has no video column (one of filename, "
+    "path, video, video_path, videoid); name yours with --video_column=NAME"
+  ]
 
 
 def test_schema_version_matches_schema():
