@@ -86,7 +86,8 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   # Every host reads the same stream and keeps its half of each global batch, so the global
   # batches are those of one process; FSDP shards parameters across both processes. The last
   # evaluation batch is padded: 32 held-out clips in batches of 24.
-  flags = ("--config.data.host_split=stream", "--config.mesh.fsdp=2", "--config.eval.batch_size=24")
+  settings = {"data.host_split": "stream", "mesh.fsdp": 2, "eval.batch_size": 24}
+  flags = tuple(f"--config.{key}={value}" for key, value in settings.items())
   two, elastic = tmp_path / "two", tmp_path / "elastic"
   outputs = _run(two, shapesworld_cache, processes=2, flags=flags)
   assert "8 device(s), process 0 of 2" in outputs[0].replace("cpu ", "")
@@ -116,5 +117,5 @@ def test_two_processes_train_like_one_and_restart_elastically(shapesworld_cache,
   # `svilm.main`), gives its eval_results.json to the bit.
   shutil.copytree(two / "checkpoints" / "4", tmp_path / "eval_one" / "checkpoints" / "4")
   config = _config(shapesworld_cache)
-  config.data.host_split, config.mesh.fsdp, config.eval.batch_size = "stream", 2, 24
+  config.update_from_flattened_dict(settings)
   assert trainer.train_and_evaluate(config, str(tmp_path / "eval_one")) == results
