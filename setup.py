@@ -27,7 +27,7 @@ setuptools.setup(
   name="svilm",
   version="0.1.0",
   description="Structured video-language pretraining (S-ViLM) and video grounding in JAX/Flax",
-  python_requires=">=3.10",
+  python_requires=">=3.11",
   packages=setuptools.find_packages(include=["svilm*", "data_pipelines*", "configs*", "launch*"]),
   install_requires=INSTALL_REQUIRES,
   extras_require={

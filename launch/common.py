@@ -4,6 +4,8 @@ A launch is a *plan*: a list of steps, each either a command (an argument list) 
 (a command repeated until its output says the resource is ready). `execute` prints the plan
 shell-quoted (`--dry-run`), or runs it in order and stops at the first failure. Commands are
 never strings joined by hand: the printed line is `shlex.join(argv)`, so it pastes as is.
+Before a real run every program the plan starts must be on PATH (`check_programs`), so a
+missing `gcloud`, `xpk` or `sbatch` is one line saying how to install it, not a traceback.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import dataclasses
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +26,23 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class LaunchError(Exception):
-  """A launch that cannot go ahead: bad flags, or a command that failed."""
+  """A launch that cannot go ahead: bad flags, a missing program, or a command that failed."""
+
+
+# How to get each program the launch scripts run on this machine, for the FATAL line when one
+# is not on PATH.
+INSTALL_HINTS = {
+  "gcloud": "install the Google Cloud SDK (https://cloud.google.com/sdk/docs/install), "
+  "then `gcloud auth login`",
+  "kubectl": "install it with `gcloud components install kubectl` "
+  "(or see https://kubernetes.io/docs/tasks/tools/)",
+  "xpk": "install it with `pip install xpk` (see https://github.com/AI-Hypercomputer/xpk)",
+  "sbatch": "run this on a SLURM login node, where sbatch comes with SLURM (elsewhere install "
+  "the SLURM client, e.g. `apt-get install slurm-client`, set up for the cluster)",
+}
+# Programs that another one runs in turn: xpk calls gcloud (credentials, images) and kubectl
+# (the workload itself), and would otherwise fail half-way with its own message.
+NEEDS = {"xpk": ("gcloud", "kubectl")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +127,30 @@ def shell_line(argv: Sequence[str]) -> str:
   return shlex.join(argv)
 
 
+def check_programs(plan: Sequence[Step]) -> None:
+  """Raises `LaunchError` (one line) naming every program of `plan` that is not on PATH.
+
+  Called before the first command runs, so that a missing program never leaves a launch half
+  done (a TPU VM created but never installed) or ends in a FileNotFoundError traceback.
+  """
+  missing: list[str] = []
+  for step in plan:
+    program = (step.argv if isinstance(step, Poll) else step)[0]
+    for name in (program, *NEEDS.get(program, ())):
+      if name not in missing and shutil.which(name) is None:
+        missing.append(name)
+  if not missing:
+    return
+  hints = [INSTALL_HINTS.get(name, "install it or add its directory to PATH") for name in missing]
+  if len(missing) == 1:
+    message = f"{missing[0]} is not on PATH: {hints[0]}"
+  else:
+    message = f"{', '.join(missing)} are not on PATH. " + "; ".join(
+      f"{name}: {hint}" for name, hint in zip(missing, hints)
+    )
+  raise LaunchError(message + ". --dry-run prints the commands without running them")
+
+
 def _run_poll(poll: Poll, runner: Callable[..., subprocess.CompletedProcess], log: TextIO) -> None:
   deadline = time.monotonic() + poll.timeout_s
   while True:
@@ -137,11 +180,14 @@ def _run_poll(poll: Poll, runner: Callable[..., subprocess.CompletedProcess], lo
 def execute(plan: Sequence[Step], dry_run: bool, out: TextIO | None = None) -> None:
   """Prints (`dry_run`) or runs the plan's steps in order.
 
-  Running: each command is echoed to stderr as `+ LINE` and run with `subprocess.run` (its
-  output goes straight to the terminal); the first non-zero exit status raises `LaunchError`
-  naming the command and the status, and nothing after it runs.
+  Running: the plan's programs are checked first (`check_programs`), then each command is
+  echoed to stderr as `+ LINE` and run with `subprocess.run` (its output goes straight to the
+  terminal); the first non-zero exit status raises `LaunchError` naming the command and the
+  status, and nothing after it runs.
   """
   out = out or sys.stdout
+  if not dry_run:
+    check_programs(plan)
   for step in plan:
     argv = step.argv if isinstance(step, Poll) else step
     if dry_run:

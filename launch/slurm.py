@@ -137,6 +137,7 @@ def _submit(args: argparse.Namespace) -> None:
     print(script, end="")
     common.execute([submit], dry_run=True)
     return
+  common.check_programs([submit])  # before the script is written: no sbatch, no leftovers
   with open(path, "w") as f:
     f.write(script)
   print(f"wrote {path}", file=sys.stderr)

@@ -7,15 +7,18 @@ r"""Train svilm on a Cloud TPU VM slice, created as a queued resource.
 Steps (give one or several, in order; `all` is create, wait, install, run):
   create   gcloud compute tpus queued-resources create (the TPU VM is the node NAME)
   wait     poll queued-resources describe until the state is ACTIVE
-  install  put the code on every worker (copy this checkout, or git clone --repo) and
-           pip install it with jax[tpu]
-  run      start the training command on every worker in the background (nohup), logging
-           to ~/svilm_train.log on each
+  install  put the code on every worker (copy this checkout, or git clone --repo), make a
+           Python 3.11 environment ~/svilm-venv with uv, and install the code into it with
+           jax[tpu]
+  run      start the training command with that environment's python on every worker in the
+           background (nohup), logging to ~/svilm_train.log on each
   logs     follow worker 0's log (process 0 prints the metrics)
   delete   delete the queued resource and its TPU VM
 
 Every worker of the slice runs the same command; JAX finds the other workers itself on TPU VMs,
 so no coordinator flags are passed. The workdir must be gs:// (see common.check_gcs_workdir).
+The environment does not use the image's python3 (3.10 on the Ubuntu 22.04 TPU images, while
+the pinned jax needs 3.11): uv downloads its own CPython 3.11, so any image with curl will do.
 """
 
 from __future__ import annotations
@@ -41,6 +44,13 @@ RUNTIME_VERSIONS = {
   "v6e": "v2-alpha-tpuv6e",
 }
 REMOTE_DIR = "svilm"  # the code's directory under each worker's home
+# The Python environment on each worker, made by `install` and used by `run`. uv makes it with
+# a CPython it downloads (uv's managed Pythons), whatever python3 the image has.
+PYTHON_VERSION = "3.11"
+VENV = "~/svilm-venv"
+VENV_PYTHON = f"{VENV}/bin/python"
+UV_INSTALLER = "https://astral.sh/uv/install.sh"
+UV = "~/.local/bin/uv"  # where that installer puts uv; not on PATH in a non-login ssh
 LOG_FILE = "~/svilm_train.log"
 # A --repo that is cloned rather than copied: URL schemes and scp-like `user@host:path`.
 _GIT_URL = re.compile(r"^(https?|ssh|git|file)://|^[\w.-]+@[\w.-]+:")
@@ -97,10 +107,12 @@ def _ssh(args: argparse.Namespace, worker: str, command: str) -> list[str]:
 
 
 def _install(args: argparse.Namespace) -> list[list[str]]:
-  """Fresh code on every worker, then `pip install -e .` plus the TPU build of jax.
+  """Fresh code and a fresh Python 3.11 environment on every worker; the code (`-e .`) and the
+  TPU build of jax are installed into that environment.
 
   The old copy is removed first so that a rerun never mixes two versions of the code (scp
-  into an existing directory would nest the new copy inside it).
+  into an existing directory would nest the new copy inside it); `uv venv --clear` does the
+  same for the environment.
   """
   if _GIT_URL.match(args.repo):
     fetch = [
@@ -127,8 +139,10 @@ def _install(args: argparse.Namespace) -> list[list[str]]:
       + common.gcloud_location(args)
       + ["--worker=all"],
     ]
+  venv = f"curl -LsSf {UV_INSTALLER} | sh && {UV} venv --clear --python {PYTHON_VERSION} {VENV}"
   # setup.py pins jax; the `tpu` extra adds the matching libtpu.
-  return fetch + [_ssh(args, "all", f"cd ~/{REMOTE_DIR} && python3 -m pip install -e . 'jax[tpu]'")]
+  pip = f"cd ~/{REMOTE_DIR} && {UV} pip install --python {VENV_PYTHON} -e . 'jax[tpu]'"
+  return fetch + [_ssh(args, "all", venv), _ssh(args, "all", pip)]
 
 
 def plan(args: argparse.Namespace) -> list[common.Step]:
@@ -169,9 +183,10 @@ def plan(args: argparse.Namespace) -> list[common.Step]:
       commands.extend(_install(args))
     elif step == "run":
       common.check_gcs_workdir(args.workdir, "a multi-host TPU slice")
-      train = common.shell_line(
-        common.training_command(args.config, args.workdir, args.override, python="python3")
-      )
+      # The interpreter is written out unquoted (shlex would quote the `~`, which the
+      # worker's shell must expand); the rest of the command is quoted as usual.
+      argv = common.training_command(args.config, args.workdir, args.override)
+      train = f"{VENV_PYTHON} {common.shell_line(argv[1:])}"
       # nohup and closed stdin/stdout let ssh return while training goes on; each worker
       # logs to its own home directory.
       commands.append(

@@ -1,9 +1,13 @@
-"""The launch scripts: exact dry-run commands, nothing run in dry runs, workdir checks, runner."""
+"""The launch scripts: exact dry-run commands, nothing run in dry runs, workdir checks, runner,
+and one FATAL line (no traceback) when gcloud, xpk or sbatch is not installed."""
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
+import time
 
 import pytest
 
@@ -18,6 +22,8 @@ TRAIN = [
   "--override=total_steps=5000",
   "--override=data.path=gs://bkt/my shards",
 ]
+# subprocess.run itself, for the tests that run commands while the fixtures below stub it.
+RUN_FOR_REAL = subprocess.run
 # The training command as it appears inside a quoted --command=... argument.
 TRAIN_IN_QUOTES = (
   "-m svilm.main --config=configs/pretrain.py --workdir=gs://bkt/svilm/run1 "
@@ -37,7 +43,10 @@ def no_subprocess(monkeypatch):
 
 @pytest.fixture
 def fake_run(monkeypatch):
-  """subprocess.run that records argv and answers from a queue of (status, stdout)."""
+  """subprocess.run that records argv and answers from a queue of (status, stdout).
+
+  Every program counts as installed, so the runner gets as far as subprocess.run.
+  """
   calls, answers = [], []
 
   def run(argv, **kwargs):
@@ -47,6 +56,7 @@ def fake_run(monkeypatch):
 
   monkeypatch.setattr(subprocess, "run", run)
   monkeypatch.setattr(common.time, "sleep", lambda s: None)
+  monkeypatch.setattr(common.shutil, "which", lambda name: f"/usr/bin/{name}")
   return calls, answers
 
 
@@ -82,10 +92,12 @@ def test_tpu_vm_all_dry_run_prints_exact_commands(no_subprocess, capsys):
     "'--format=value(state.state)'",
     f"{ssh} --worker=all '--command=rm -rf ~/svilm && "
     "git clone https://github.com/me/svilm.git ~/svilm'",
-    f"{ssh} --worker=all '--command=cd ~/svilm && python3 -m pip install -e . "
-    "'\"'\"'jax[tpu]'\"'\"''",
-    f"{ssh} --worker=all '--command=cd ~/svilm && nohup python3 {TRAIN_IN_QUOTES} "
-    "> ~/svilm_train.log 2>&1 < /dev/null &'",
+    f"{ssh} --worker=all '--command=curl -LsSf https://astral.sh/uv/install.sh | sh && "
+    "~/.local/bin/uv venv --clear --python 3.11 ~/svilm-venv'",
+    f"{ssh} --worker=all '--command=cd ~/svilm && ~/.local/bin/uv pip install "
+    "--python ~/svilm-venv/bin/python -e . '\"'\"'jax[tpu]'\"'\"''",
+    f"{ssh} --worker=all '--command=cd ~/svilm && nohup ~/svilm-venv/bin/python "
+    f"{TRAIN_IN_QUOTES} > ~/svilm_train.log 2>&1 < /dev/null &'",
     f"{ssh} --worker=0 '--command=tail -f ~/svilm_train.log'",
     f"gcloud compute tpus queued-resources delete svilm-v5e {where} --force --quiet",
   ]
@@ -97,6 +109,123 @@ def test_tpu_vm_install_copies_a_local_checkout(no_subprocess, capsys, tmp_path)
     "gcloud compute tpus tpu-vm ssh n --zone=z --worker=all '--command=rm -rf ~/svilm'",
     f"gcloud compute tpus tpu-vm scp --recurse {tmp_path} n:svilm --zone=z --worker=all",
   ]
+
+
+def _fake_program(path, script):
+  path.write_text("#!/bin/sh\n" + script)
+  path.chmod(0o755)
+
+
+def test_tpu_vm_install_makes_a_python_311_env_and_run_uses_it(no_subprocess, capsys, tmp_path):
+  """The remote commands, run by bash in a fake home as a worker would (curl, uv and the env's
+  python faked): uv comes from its installer, the env is made with Python 3.11, the code is
+  installed into it, and training starts with its python, in ~/svilm, logging to the log."""
+  flags = [
+    "--name=n",
+    "--zone=z",
+    "--repo=https://x/svilm.git",
+    "--config=c.py",
+    "--workdir=gs://b/r",
+  ]
+  assert tpu_vm.main(["install", "run", "--dry-run"] + flags) == 0
+  remote = [shlex.split(line)[-1].removeprefix("--command=") for line in _lines(capsys)]
+  assert remote[1:] == [
+    "curl -LsSf https://astral.sh/uv/install.sh | sh && "
+    "~/.local/bin/uv venv --clear --python 3.11 ~/svilm-venv",
+    "cd ~/svilm && ~/.local/bin/uv pip install --python ~/svilm-venv/bin/python -e . 'jax[tpu]'",
+    "cd ~/svilm && nohup ~/svilm-venv/bin/python -m svilm.main --config=c.py "
+    "--workdir=gs://b/r > ~/svilm_train.log 2>&1 < /dev/null &",
+  ]
+  home, bin_dir = tmp_path / "home", tmp_path / "bin"
+  (home / "svilm").mkdir(parents=True)
+  bin_dir.mkdir()
+  # uv records its arguments and working directory; making a venv gives it a python that
+  # prints its own.
+  _fake_program(
+    tmp_path / "uv",
+    'echo "$PWD uv $*" >> "$HOME/uv.log"\n'
+    'if [ "$1" = venv ]; then\n'
+    '  mkdir -p "$5/bin" && printf \'#!/bin/sh\\necho "$PWD python $*"\\n\' > "$5/bin/python"\n'
+    '  chmod +x "$5/bin/python"\n'
+    "fi\n",
+  )
+  _fake_program(
+    bin_dir / "curl",
+    f"echo 'mkdir -p ~/.local/bin && cp {tmp_path / 'uv'} ~/.local/bin/uv'\n",
+  )
+  env = {"HOME": str(home), "PATH": f"{bin_dir}:/usr/bin:/bin"}  # ssh starts in the home
+  for command in remote[1:]:
+    RUN_FOR_REAL(["bash", "-c", command], cwd=home, env=env, check=True, timeout=60)
+  assert (home / "uv.log").read_text().splitlines() == [
+    f"{home} uv venv --clear --python 3.11 {home}/svilm-venv",
+    f"{home}/svilm uv pip install --python {home}/svilm-venv/bin/python -e . jax[tpu]",
+  ]
+  log = home / "svilm_train.log"
+  deadline = time.monotonic() + 30
+  while not (log.exists() and log.read_text()) and time.monotonic() < deadline:
+    time.sleep(0.05)  # training went to the background (nohup ... &)
+  assert log.read_text() == (
+    f"{home}/svilm python -m svilm.main --config=c.py --workdir=gs://b/r\n"
+  )
+
+
+# Each launcher with the program it runs missing from PATH (the others it needs present).
+MISSING_PROGRAM_CASES = [
+  (
+    "launch.tpu_vm",
+    ["all", "--name=n", "--zone=z", "--accelerator_type=v4-8"],
+    [],
+    "gcloud",
+    "https://cloud.google.com/sdk/docs/install",
+  ),
+  (
+    "launch.gke_xpk",
+    ["run", "--cluster=c", "--workload=w", "--zone=z", "--tpu_type=v4-16", "--docker_image=i"],
+    ["gcloud", "kubectl"],
+    "xpk",
+    "pip install xpk",
+  ),
+  ("launch.slurm", ["--nodes=2"], [], "sbatch", "SLURM login node"),
+]
+
+
+@pytest.mark.parametrize("module,flags,present,missing,hint", MISSING_PROGRAM_CASES)
+def test_a_missing_program_is_one_fatal_line_saying_how_to_install_it(
+  module, flags, present, missing, hint, tmp_path
+):
+  """The real CLI, with a PATH holding only the other programs (which fail if run)."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for name in present:
+    _fake_program(bin_dir / name, "exit 99\n")
+  env = dict(os.environ, PATH=str(bin_dir), PYTHONPATH=common.REPO_ROOT)
+  workdir = "/shared/r" if module == "launch.slurm" else "gs://b/r"
+  argv = [sys.executable, "-m", module] + flags + ["--config=c.py", f"--workdir={workdir}"]
+  result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+  assert result.returncode == 1
+  assert result.stdout == ""
+  assert "Traceback" not in result.stderr
+  (line,) = result.stderr.splitlines()
+  assert line.startswith(f"FATAL {missing} is not on PATH: ")
+  assert hint in line
+  assert os.listdir(tmp_path) == ["bin"]  # nothing written (slurm's sbatch script included)
+  # A dry run needs none of the programs: it only prints.
+  dry = subprocess.run(
+    argv + ["--dry-run"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+  )
+  assert dry.returncode == 0 and dry.stderr == ""
+  assert f"{missing} " in dry.stdout
+
+
+def test_every_missing_program_is_named_on_the_one_line(monkeypatch, capsys):
+  """xpk runs gcloud and kubectl itself, so those are checked with it, before anything runs."""
+  monkeypatch.setattr(common.shutil, "which", lambda name: None)
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+  flags = ["--cluster=c", "--workload=w", "--zone=z"]
+  assert gke_xpk.main(["delete", "logs"] + flags) == 1
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith("FATAL xpk, gcloud, kubectl are not on PATH. xpk: install it with ")
+  assert "kubectl: install it with `gcloud components install kubectl`" in line
 
 
 @pytest.mark.parametrize(
