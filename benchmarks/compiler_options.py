@@ -5,7 +5,7 @@ r"""XLA compiler options compared on the real train step, in one process, A B A 
       --variant='no_ynn={"xla_cpu_experimental_ynn_fusion_type": ""}' [--steps=8] [--repeats=5]
 
 XLA_FLAGS applies to a whole process, so comparing flags across processes mixes the flag's
-effect with the machine's drift between runs (shared machines drift by 10-20%). Here every
+effect with the machine's drift between runs (shared machines drift by 10-20 percent). Here every
 variant is the same jitted train step (svilm.trainers.train_step.jit_train_step on a fixed
 random batch, as benchmarks/train_step.py) compiled with its own options through
 `Lowered.compile(compiler_options)`, and the variants take turns: each of --repeats rounds

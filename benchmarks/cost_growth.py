@@ -31,10 +31,10 @@ exact matmul formula (fwd + bwd = 3 x the forward matmuls: both operands of each
 (L video depth, D width, G grouping blocks, M groups, E joint width, K nouns per caption), and
 rest = XLA's total - these, which is linear in N and B (projections and MLPs, O(N D^2); the
 tubelet embedding, text tower, losses' elementwise work, AdamW). The formulas count matmuls
-only; XLA also counts the softmax's elementwise FLOPs, so its quadratic terms are 1-3% larger
-(tests/test_cost_growth.py checks both formulas against XLA's second differences). Sweeps with
-three or more points also fit XLA's totals with a + b x + c x^2 and report c x^2 at the largest
-point beside the formula's value: the measured quadratic part.
+only; XLA also counts the softmax's elementwise FLOPs, so its quadratic terms are 1 to 3
+percent larger (tests/test_cost_growth.py checks both formulas against XLA's second
+differences). Sweeps with three or more points also fit XLA's totals with a + b x + c x^2 and
+report c x^2 at the largest point beside the formula's value: the measured quadratic part.
 
 The mesh sweep runs in a subprocess of this script with XLA_FLAGS
 --xla_force_host_platform_device_count=--mesh_devices (fake CPU devices; the flag must be set

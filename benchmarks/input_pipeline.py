@@ -8,7 +8,7 @@ over `--batches` batches after warm-up, once with one tf.data thread (frames/s p
 once with all cores. It then measures the default config's train step on this CPU and reads
 the paper config's FLOPs per example from XLA's cost analysis, and reports how many frames per
 second each consumes: the default on this CPU as measured, the paper config on an H100 at an
-assumed 40% of its 989 TFLOP/s dense bf16 peak. The last line is a JSON object of all figures.
+assumed 40 percent of its 989 TFLOP/s dense bf16 peak. The last line is a JSON object of all figures.
 Results go to docs/benchmarks.md by hand, with the command and the machine.
 """
 

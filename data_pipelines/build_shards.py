@@ -7,7 +7,7 @@ For each annotation entry (data_pipelines/annotations.py, in file order) the vid
 with PyAV, cut to [start, end) when given, sampled at --fps (for sample time start + k/fps the
 frame whose timestamp is nearest, ties to the earlier one), resized so that its short side is
 --short_side and JPEG-encoded; its noun phrases come from data_pipelines/nouns.py. Entry i goes
-to shard i % num_shards, so the bytes of every shard depend only on the annotations, the videos
+to shard i mod num_shards, so the bytes of every shard depend only on the annotations, the videos
 and the settings, never on --workers. Written into --output:
 
   {split}-{i:05d}-of-{n:05d}.tfrecord   the shards (renamed into place once complete)
@@ -567,12 +567,12 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f"FATAL build_shards: {e}")
   print(summary["line"])
   if not summary["ok"]:
-    print(
-      f"build_shards: more than --max_skipped_fraction={f.max_skipped_fraction} of the "
-      "entries were skipped",
-      file=sys.stderr,
+    # The shards are written and usable; the status tells a script that too much was lost.
+    sys.exit(
+      f"FATAL build_shards: {summary['skipped_fraction']:.1%} of the entries were skipped, more "
+      f"than --max_skipped_fraction={f.max_skipped_fraction}; the shards of the rest are "
+      f"written. See why in {summary['skipped_path']}, or raise --max_skipped_fraction"
     )
-    sys.exit(1)
 
 
 if __name__ == "__main__":

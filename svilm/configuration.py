@@ -9,7 +9,6 @@ loading. Unknown keys are already rejected by the locked ConfigDict (see svilm/m
 from __future__ import annotations
 
 import math
-import os
 
 import ml_collections
 
@@ -40,22 +39,6 @@ def _nearest(key: str, value: int, step: int) -> str:
 def num_temporal_positions(config: ml_collections.ConfigDict) -> int:
   """N_t: temporal token positions of a clip (frames / tubelet temporal size)."""
   return config.data.num_frames // config.model.video.patch_size[0]
-
-
-def vocab_size_without_data(config: ml_collections.ConfigDict) -> int:
-  """The vocabulary size from model.text.vocab_size, else from an existing data.tokenizer."""
-  if config.model.text.vocab_size != -1:
-    return config.model.text.vocab_size
-  path = os.path.expanduser(config.data.tokenizer)
-  if config.data.tokenizer and os.path.exists(path):
-    from data_pipelines import tokenizer as tokenizer_lib
-
-    return tokenizer_lib.Tokenizer(path).vocab_size
-  raise ConfigError(
-    "--compile_only reads no data, so it needs the text vocabulary size: pass "
-    "--config.model.text.vocab_size=N (e.g. 30522 for a BERT vocabulary), or point "
-    "data.tokenizer at an existing sentencepiece model"
-  )
 
 
 def finalize(

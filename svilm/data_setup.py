@@ -9,8 +9,10 @@ import os
 
 from absl import logging
 import ml_collections
+import tensorflow as tf
 
 from data_pipelines import input_pipeline
+from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.shapesworld import build as shapesworld_build
 from svilm import configuration
 
@@ -51,7 +53,7 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
         )
     beside = os.path.join(os.path.expanduser(roots[0]), "tokenizer.model")
     if not data.tokenizer and not os.path.exists(beside):
-      raise ValueError(
+      raise configuration.ConfigError(
         f"data.path is set but data.tokenizer is empty and {beside} does not "
         "exist: pass --config.data.tokenizer=PATH.model (build_shards "
         "--tokenizer_vocab_size=N writes one beside the shards; or train one "
@@ -62,7 +64,7 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
     shapesworld_build.build(roots[0], data.shapesworld)  # a no-op once built
   weights = [float(w) for w in data.mixture_weights.split(",") if w.strip()] or None
   if weights is not None and len(weights) != len(roots):
-    raise ValueError(
+    raise configuration.ConfigError(
       f"data.mixture_weights={data.mixture_weights!r} gives {len(weights)} "
       f"weights for the {len(roots)} datasets of data.path"
     )
@@ -70,18 +72,76 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
     weights = [1.0] * len(roots)
   tokenizer = os.path.expanduser(data.tokenizer or os.path.join(roots[0], "tokenizer.model"))
   if not os.path.exists(tokenizer):
-    raise FileNotFoundError(f"Tokenizer model {tokenizer!r} does not exist (data.tokenizer)")
+    raise configuration.ConfigError(f"data.tokenizer: {tokenizer} does not exist")
   if not data.eval_path and not os.path.isdir(os.path.expanduser(roots[0])):
-    raise ValueError(
+    raise configuration.ConfigError(
       f"data.path={roots[0]!r} is a glob, so it cannot also give the held-out "
       "split: pass --config.data.eval_path=DIR_OR_GLOB for evaluation"
     )
+  eval_files = _shards(data.eval_path or roots[0], data.eval_split, "held-out")
+  if not _any_record(eval_files):
+    raise configuration.ConfigError(
+      f"the held-out split ({len(eval_files)} files like {eval_files[0]}) holds no clips: "
+      "evaluation would fail after training; rebuild it or point --config.data.eval_path "
+      "at held-out shards"
+    )
   return DataSources(
-    train_files=[input_pipeline.list_shards(r, data.train_split) for r in roots],
+    train_files=[_shards(r, data.train_split, "training") for r in roots],
     train_weights=weights,
-    eval_files=input_pipeline.list_shards(data.eval_path or roots[0], data.eval_split),
+    eval_files=eval_files,
     tokenizer_path=tokenizer,
   )
+
+
+def _shards(path: str, split: str, role: str) -> list[str]:
+  """`input_pipeline.list_shards`, with a ConfigError that says how to make the missing split."""
+  try:
+    return input_pipeline.list_shards(path, split)
+  except FileNotFoundError:
+    if not os.path.isdir(os.path.expanduser(path)):
+      raise configuration.ConfigError(f"no shard files match {path} (the {role} data)") from None
+    instead = (
+      "--config.data.eval_path=DIR_OR_GLOB of held-out shards"
+      if role == "held-out"
+      else "--config.data.train_split=NAME of a split it has"
+    )
+    raise configuration.ConfigError(
+      f"{path} has no {split!r} split ({split}-*.tfrecord) for the {role} data: build it with "
+      f"`python -m data_pipelines.build_shards --output={path} --split={split} ...`, or pass "
+      f"{instead}"
+    ) from None
+
+
+def _any_record(files: list[str]) -> bool:
+  """Whether any of the TFRecord files holds a record (reads at most one per file)."""
+  return any(any(True for _ in tf.data.TFRecordDataset(f).take(1)) for f in files)
+
+
+def vocab_size(config: ml_collections.ConfigDict) -> int:
+  """The text vocabulary size a run of `config` would have, reading no shards (--compile_only).
+
+  model.text.vocab_size when set; else the tokenizer the run would load: data.tokenizer, or
+  tokenizer.model beside the first dataset of data.path, or ShapesWorld's (built first if
+  data.path is empty and it is not built yet, as the run itself would).
+  """
+  if config.model.text.vocab_size != -1:
+    return config.model.text.vocab_size
+  data = config.data
+  if data.tokenizer:
+    path = data.tokenizer
+  elif data.path:
+    path = os.path.join(data.path.split(",")[0].strip(), "tokenizer.model")
+  else:
+    path = os.path.join(shapesworld_path(config), "tokenizer.model")
+    shapesworld_build.build(os.path.dirname(path), data.shapesworld)  # a no-op once built
+  path = os.path.expanduser(path)
+  if not os.path.exists(path):
+    raise configuration.ConfigError(
+      f"the text vocabulary size comes from the tokenizer, and {path} does not exist: point "
+      "--config.data.tokenizer at the sentencepiece model the run will use, or pass "
+      "--config.model.text.vocab_size=N (e.g. 30522 for a BERT vocabulary)"
+    )
+  return tokenizer_lib.Tokenizer(path).vocab_size
 
 
 def augmentation(config: ml_collections.ConfigDict) -> input_pipeline.Augmentation:

@@ -170,6 +170,8 @@ def main(argv: list[str]) -> None:
 def _main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # TensorFlow's C++ INFO lines (CPU feature and oneDNN notices) say nothing a user acts on.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
   # Imported here so `--help` and flag errors answer without loading JAX and TensorFlow.
   initialize_distributed()  # before anything asks JAX about devices
   import jax
@@ -177,9 +179,13 @@ def _main(argv: list[str]) -> None:
 
   # tf.data runs on the host only; keep TensorFlow away from any accelerator JAX will use.
   tf.config.set_visible_devices([], "GPU")
-  # Orbax logs every save step at INFO; keep its warnings, drop the chatter.
+  # Orbax logs every save step at INFO, and JAX logs its probe of each absent backend ("Unable
+  # to initialize backend 'tpu'") at INFO; keep their warnings, drop the chatter.
   logging.get_absl_handler().addFilter(
-    lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
+    lambda record: (
+      record.levelno >= std_logging.WARNING
+      or ("/orbax/" not in record.pathname and not record.pathname.endswith("xla_bridge.py"))
+    )
   )
   config = _CONFIG.value
   from svilm import tasks
@@ -212,9 +218,13 @@ def _main(argv: list[str]) -> None:
     jax.process_index(),
     jax.process_count(),
   )
+  from svilm.evaluators import summary
   from svilm.trainers import trainer
 
-  trainer.train_and_evaluate(config, _WORKDIR.value)
+  results = trainer.train_and_evaluate(config, _WORKDIR.value)
+  if jax.process_index() == 0 and not results.get("preempted"):
+    path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_results.json")
+    print(summary.format_table(results, path), flush=True)
 
 
 def run() -> None:

@@ -39,6 +39,7 @@ SLOWEST_MODULES = (
   "test_multiprocess",
   "test_compile_check",
   "test_resume",
+  "test_corrupt_checkpoint",
   "test_cost_growth",
   "test_model_scaling",
   "test_train",

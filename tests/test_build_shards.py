@@ -276,6 +276,11 @@ def test_cli_exit_status_follows_max_skipped_fraction(data, tmp_path):
     f"wrote 1 clips in 2 shards; skipped 2 of 3 (66.7%) -> {tmp_path}/train-skipped.tsv"
     in failed.stdout
   )
+  assert failed.stderr.splitlines()[-1] == (
+    "FATAL build_shards: 66.7% of the entries were skipped, more than "
+    "--max_skipped_fraction=0.1; the shards of the rest are written. See why in "
+    f"{tmp_path}/train-skipped.tsv, or raise --max_skipped_fraction"
+  )
   skipped = _skipped(tmp_path)
   assert skipped["/etc/passwd"] == "path escapes video_root"
   assert skipped["line 3"].startswith("bad annotation: line 3")

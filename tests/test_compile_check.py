@@ -1,10 +1,14 @@
 """--compile_only: compiles the real step for the configured mesh and reports memory/FLOPs."""
 
+import os
+
 import pytest
 
 from configs import pretrain
+from data_pipelines import tokenizer as tokenizer_lib
 from svilm import compile_check
 from svilm import configuration
+from svilm import data_setup
 from tests.conftest import run_main
 
 
@@ -36,9 +40,27 @@ def compile_train_step_of(config):
   return compile_check.compile_train_step(config.copy_and_resolve_references())
 
 
-def test_without_a_vocabulary_it_says_what_to_pass():
+def test_vocabulary_size_comes_from_the_tokenizer_the_run_would_read(tiny, tmp_path):
+  shapesworld = os.path.join(data_setup.shapesworld_path(tiny), "tokenizer.model")
+  assert data_setup.vocab_size(tiny) == tokenizer_lib.Tokenizer(shapesworld).vocab_size
+  tiny.data.path = str(tmp_path)  # shards without a tokenizer.model beside them
   with pytest.raises(configuration.ConfigError, match="--config.model.text.vocab_size=N"):
-    compile_check.compile_train_step(pretrain.get_config("tiny"))
+    data_setup.vocab_size(tiny)
+  tiny.model.text.vocab_size = 77
+  assert data_setup.vocab_size(tiny) == 77
+
+
+def test_compile_only_runs_the_shipped_tiny_config_as_written(shapesworld_cache, one_device_env):
+  result = run_main(
+    "--config=configs/pretrain.py:tiny",
+    "--compile_only",
+    f"--config.data.shapesworld_dir={shapesworld_cache}",
+    env=one_device_env,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "per device peak (XLA estimate):" in result.stdout
+  assert "model FLOPs per step:" in result.stdout
 
 
 def test_paper_config_compiles_on_the_cpu_without_data(one_device_env):

@@ -11,6 +11,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 from tests.conftest import main_command
 
@@ -63,6 +65,18 @@ def test_preempted_then_killed_run_resumes_to_the_same_results(
   assert reference["step"] == TOTAL_STEPS  # the step-6 evaluation was overwritten by the last
   assert _steps(full)[-1] == TOTAL_STEPS
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
+  # The console: the final metrics on stdout beside their baselines, compilation logged on its
+  # own, the resolved config in config.json (not as a log line).
+  table = result.stdout.splitlines()
+  assert table[0] == f"Final metrics at step {TOTAL_STEPS} (all in {full}/eval_results.json):"
+  pointing = next(line.split() for line in table if line.split()[0] == "grounding/pointing_acc")
+  assert [float(x) for x in pointing[1:]] == pytest.approx(
+    [reference["grounding/pointing_acc"], reference["grounding/pointing_acc_random"]], abs=1e-4
+  )
+  assert "Train step compiled; step 1 took" in result.stderr
+  assert "[Hyperparameters]" not in result.stderr and "libtpu" not in result.stderr
+  with open(os.path.join(full, "config.json")) as f:
+    assert json.load(f)["total_steps"] == TOTAL_STEPS
 
   # SIGTERM (a preemption notice) once training is under way: the current step is saved and
   # the process exits cleanly, without evaluating.

@@ -215,3 +215,30 @@ def multi_caption_retrieval_metrics(
   out[f"{prefix}num_videos"] = float(num_videos)
   out[f"{prefix}num_captions"] = float(num_captions)
   return out
+
+
+def chance_level(key: str, results: dict[str, float]) -> float | None:
+  """What random scores would give for retrieval metric `key` of `results`, or None.
+
+  A query's rank under random scores is uniform on 1..N, N the number of candidates, so
+  R@k is min(k / N, 1) and MdR and MnR are (N + 1) / 2 (in expectation). N is
+  `<prefix>num_clips` for matched pairs (both directions), `<prefix>num_videos` for t2v with
+  several captions per video. None for keys that are not such metrics, and for v2t with
+  several captions per video, whose chance depends on each video's caption count.
+  """
+  prefix, sep, name = key.rpartition("_")
+  direction = prefix[-3:]
+  if not sep or direction not in ("t2v", "v2t"):
+    return None
+  group = prefix[:-3]
+  if group + "num_clips" in results:
+    n = results[group + "num_clips"]
+  elif direction == "t2v" and group + "num_videos" in results:
+    n = results[group + "num_videos"]
+  else:
+    return None
+  if name.startswith("R@") and name[2:].isdigit():
+    return min(int(name[2:]) / n, 1.0)
+  if name in ("MdR", "MnR"):
+    return (n + 1) / 2
+  return None

@@ -157,13 +157,13 @@ def setup(
 ) -> TrainContext:
   """Finalizes `config` and builds its TrainContext on `devices` (default: all).
 
-  vocab_size: the tokenizer's; None takes model.text.vocab_size, or the size of an existing
-  data.tokenizer (what --compile_only does without reading data). The same finalized config
+  vocab_size: the tokenizer's; None takes it as `data_setup.vocab_size` does, reading no
+  shards (what --compile_only does). The same finalized config
   on the same devices returns the same context (treat ctx.config as read-only).
   """
   devices = list(devices if devices is not None else jax.devices())
   if vocab_size is None:
-    vocab_size = configuration.vocab_size_without_data(config)
+    vocab_size = data_setup.vocab_size(config)
   process_count = jax.process_count() if process_count is None else process_count
   config = configuration.finalize(
     config, num_devices=len(devices), vocab_size=vocab_size, process_count=process_count
@@ -256,7 +256,10 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
   else keeps its fresh initialisation from config.seed, and the optimizer starts afresh. The
   table of what was loaded, resampled, initialised and left unused is logged.
   """
-  source, meta = checkpointing.load_params(path)
+  try:
+    source, meta = checkpointing.load_params(path)
+  except FileNotFoundError as e:  # a path the user gave: one FATAL line in svilm.main
+    raise configuration.ConfigError(str(e)) from e
   # The fresh parameters (and the base key) come from the same init as a run from scratch,
   # without building an optimizer state that would be thrown away.
   boxed, base_key = ctx.once("init_params", lambda: jax.jit(ctx.init_params))()
@@ -282,13 +285,13 @@ def init_from_checkpoint(ctx: TrainContext, path: str) -> TrainState:
 def restore_or_init(ctx: TrainContext, manager) -> tuple[TrainState, dict | None, int | None]:
   """(state, checkpoint meta, last saved step), in the start order: the workdir's newest
   checkpoint (resume; it wins over init_from, so a rerun resumes the finetune), else
-  config.init_from, else fresh parameters from config.seed."""
-  last_saved = manager.latest_step()
-  if last_saved is not None:
-    # Restores onto this run's mesh, whatever mesh and number of hosts wrote it.
-    state, meta = checkpointing.restore(
-      manager, last_saved, ctx.abstract_state, ctx.state_shardings
-    )
+  config.init_from, else fresh parameters from config.seed. A checkpoint that cannot be read
+  is moved aside and the next newest one used; if none can be, that is a ConfigError, never a
+  fresh start (see checkpointing.restore_newest_readable)."""
+  # Restores onto this run's mesh, whatever mesh and number of hosts wrote it.
+  restored = checkpointing.restore_newest_readable(manager, ctx.abstract_state, ctx.state_shardings)
+  if restored is not None:
+    state, meta, last_saved = restored
     logging.info("Resumed from checkpoint at step %d in %s", last_saved, manager.directory)
     return state, meta, last_saved
   if ctx.config.init_from:
@@ -338,8 +341,15 @@ class _Run:
     return self.results
 
   def log(self, step: int, metrics: dict, elapsed: float, steps: int) -> None:
+    """Writes the step's metrics, with throughput and ETA over the `steps` steps that took
+    `elapsed` seconds; steps=0 (only the compiling first step since the last line) logs the
+    loss alone, since a rate that includes compilation would mislead."""
     config = self.config
     scalars = {k: float(v) for k, v in metrics.items()}
+    if steps == 0:
+      self.writer.write_scalars(step, scalars)
+      logging.info("step %d/%d  loss %.4f", step, config.total_steps, scalars["loss/total"])
+      return
     scalars["perf/steps_per_sec"] = steps / elapsed
     scalars["perf/examples_per_sec"] = steps * config.batch_size / elapsed
     scalars["perf/examples_per_sec_per_device"] = scalars["perf/examples_per_sec"] / (
@@ -364,7 +374,16 @@ class _Run:
     log_time, log_step = time.time(), start_step
     for step in range(start_step + 1, config.total_steps + 1):
       batch = sharding.to_global(next(train_iter), mesh)
-      state, metrics = step_fn(state, batch)
+      if step == start_step + 1:
+        # The first call compiles (or loads from the compilation cache): timed on its own and
+        # left out of the throughput and ETA of the progress lines.
+        logging.info("Compiling the train step and running step %d ...", step)
+        compile_start = time.time()
+        state, metrics = jax.block_until_ready(step_fn(state, batch))
+        logging.info("Train step compiled; step %d took %.1f s", step, time.time() - compile_start)
+        log_time, log_step = time.time(), step
+      else:
+        state, metrics = step_fn(state, batch)
       if previous is not None:
         self.check_finite(*previous)
       previous = (step, metrics)
@@ -419,11 +438,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # The input iterator's state is its position in the record stream (see stream_start).
   start_index = data_setup.stream_start(config, meta, jax.process_count())
 
-  writer = metric_writers.create_default_writer(
-    workdir, just_logging=jax.process_index() > 0, asynchronous=True
-  )
-  if int(state.step) == 0:
-    writer.write_hparams(_flatten(config))
+  # The default writers (log lines and TensorBoard), except that the hyperparameters go to
+  # TensorBoard and config.json only: as a log line they were 3,000 characters long.
+  writers = [metric_writers.LoggingWriter()]
+  if jax.process_index() == 0:
+    summary = metric_writers.SummaryWriter(workdir)
+    if int(state.step) == 0:
+      summary.write_hparams(_flatten(config))
+    writers.append(summary)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  writer = metric_writers.AsyncMultiWriter(writers)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info(
     "Task %s: model has %.2fM parameters; %d devices in a %s mesh, global batch %d",
