@@ -74,7 +74,6 @@ seen next.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from typing import Iterator, Sequence
 
@@ -113,12 +112,12 @@ def list_shards(path: str, split: str | None = None) -> list[str]:
   A directory yields its `{split}-*.tfrecord` files (all `*.tfrecord` when split is None).
   Raises FileNotFoundError naming the path when nothing matches.
   """
-  path = os.path.expanduser(path)
-  if os.path.isdir(path):
+  path = path if "://" in path else os.path.expanduser(path)  # gs://... is read as is
+  if tf.io.gfile.isdir(path):
     pattern = os.path.join(path, f"{split}-*.tfrecord" if split else "*.tfrecord")
   else:
     pattern = path
-  files = sorted(glob.glob(pattern))
+  files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(
       f"No shard files match {pattern!r} (data.path={path!r}, split={split!r})"

@@ -72,7 +72,13 @@ class Tokenizer:
 
   def __init__(self, model_path: str):
     self.model_path = model_path
-    self._sp = spm.SentencePieceProcessor(model_file=model_path)
+    if "://" in model_path:  # on a bucket (gs://...): sentencepiece reads local files only
+      import tensorflow as tf
+
+      with tf.io.gfile.GFile(model_path, "rb") as f:
+        self._sp = spm.SentencePieceProcessor(model_proto=f.read())
+    else:
+      self._sp = spm.SentencePieceProcessor(model_file=model_path)
     if self._sp.pad_id() != PAD_ID or self._sp.bos_id() != BOS_ID:
       raise ValueError(
         f"{model_path}: expected pad_id {PAD_ID} and bos_id {BOS_ID}, got "

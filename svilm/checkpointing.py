@@ -31,8 +31,10 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorflow as tf
 
 from svilm import configuration
+from svilm import paths
 from svilm import sharding
 
 # TensorStore raises every error as a ValueError whose message starts with the absl status code.
@@ -49,7 +51,7 @@ CORRUPT_PREFIX = "corrupt-"
 
 
 def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(os.path.abspath(os.path.expanduser(workdir)), "checkpoints")
+  return os.path.join(paths.resolve(workdir), "checkpoints")
 
 
 def make_manager(
@@ -194,7 +196,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shar
   """
   step_dir = os.path.join(str(manager.directory), str(step))
   # Without its tree metadata Orbax misreports a checkpoint as one of another layout.
-  if not os.path.isfile(os.path.join(step_dir, "state", "_METADATA")):
+  if not tf.io.gfile.exists(os.path.join(step_dir, "state", "_METADATA")):
     raise UnreadableCheckpointError(step, step_dir, "state/_METADATA is missing")
   abstract_state = sharding.with_shardings(abstract_state, shardings)
   _quiet_failed_restores()
@@ -224,7 +226,7 @@ def restore(manager: ocp.CheckpointManager, step: int, abstract_state: Any, shar
 def _aside_path(directory: str, step: int) -> str:
   """WORKDIR/checkpoints/corrupt-<step>, or corrupt-<step>.<n> when that is taken already."""
   path, n = os.path.join(directory, f"{CORRUPT_PREFIX}{step}"), 1
-  while os.path.exists(path):
+  while tf.io.gfile.exists(path):
     path, n = os.path.join(directory, f"{CORRUPT_PREFIX}{step}.{n}"), n + 1
   return path
 
@@ -269,7 +271,7 @@ def restore_newest_readable(
       return state, meta, step
     cause = error.cause if error else "another process could not read it"
     if jax.process_index() == 0:
-      os.rename(os.path.join(directory, str(step)), aside)
+      tf.io.gfile.rename(os.path.join(directory, str(step)), aside)
     logging.warning(
       "Checkpoint at step %d cannot be read; moved it to %s and trying the next older one. "
       "Cause: %s",
@@ -283,8 +285,8 @@ def restore_newest_readable(
     manager.reload()
   earlier = sorted(
     os.path.join(directory, d)
-    for d in (os.listdir(directory) if os.path.isdir(directory) else [])
-    if d.startswith(CORRUPT_PREFIX) and os.path.isdir(os.path.join(directory, d))
+    for d in _listdir(directory)
+    if d.startswith(CORRUPT_PREFIX) and tf.io.gfile.isdir(os.path.join(directory, d))
   )
   if not moved and not earlier:
     return None
@@ -304,8 +306,16 @@ def restore_newest_readable(
   )
 
 
+def _listdir(directory: str) -> list[str]:
+  """Entry names of `directory` (no trailing '/', which gfile adds to a bucket's
+  subdirectories), or [] when it does not exist."""
+  if not tf.io.gfile.isdir(directory):
+    return []
+  return [name.rstrip("/") for name in tf.io.gfile.listdir(directory)]
+
+
 def _is_step_dir(path: str) -> bool:
-  return os.path.basename(os.path.normpath(path)).isdigit() and os.path.isdir(
+  return os.path.basename(path.rstrip("/")).isdigit() and tf.io.gfile.isdir(
     os.path.join(path, "state")
   )
 
@@ -315,8 +325,8 @@ def resolve_step_dir(path: str) -> str:
   directory (WORKDIR/checkpoints/<step>), else the newest step under PATH (a checkpoints
   directory) or under PATH/checkpoints (a workdir). Unfinished (temporary) saves never count.
   """
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.isdir(path):
+  path = paths.resolve(path)
+  if not tf.io.gfile.isdir(path):
     raise FileNotFoundError(
       f"config.init_from={path!r} does not exist (give a workdir, its "
       "checkpoints/ directory, or one step's directory)"
@@ -324,11 +334,7 @@ def resolve_step_dir(path: str) -> str:
   if _is_step_dir(path):
     return path
   for root in (path, os.path.join(path, "checkpoints")):
-    steps = (
-      [int(d) for d in os.listdir(root) if _is_step_dir(os.path.join(root, d))]
-      if (os.path.isdir(root))
-      else []
-    )
+    steps = [int(d) for d in _listdir(root) if _is_step_dir(os.path.join(root, d))]
     if steps:
       return os.path.join(root, str(max(steps)))
   raise FileNotFoundError(
@@ -365,8 +371,7 @@ def load_params(path: str) -> tuple[dict, dict]:
     raise ValueError(f"Cannot read the parameters of checkpoint {step_dir}: {e}") from e
   meta = {}
   meta_file = os.path.join(step_dir, "meta", "metadata")
-  if os.path.exists(meta_file):
-    with open(meta_file) as f:
-      meta = json.load(f)
-  meta.update(step=int(os.path.basename(step_dir)), path=step_dir)
+  if tf.io.gfile.exists(meta_file):
+    meta = paths.read_json(meta_file)
+  meta.update(step=int(os.path.basename(step_dir.rstrip("/"))), path=step_dir)
   return restored["params"], meta

@@ -15,6 +15,7 @@ from data_pipelines import input_pipeline
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines.shapesworld import build as shapesworld_build
 from svilm import configuration
+from svilm import paths
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +47,13 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
   if data.path:
     roots = [p.strip() for p in data.path.split(",") if p.strip()]
     for root in roots:
-      if not any(c in root for c in "*?[") and not os.path.exists(os.path.expanduser(root)):
+      if not any(c in root for c in "*?[") and not tf.io.gfile.exists(paths.resolve(root)):
         raise configuration.ConfigError(
           f"data.path: {root} does not exist (a directory of shards from "
           "`python -m data_pipelines.build_shards`, or a glob of shard files)"
         )
-    beside = os.path.join(os.path.expanduser(roots[0]), "tokenizer.model")
-    if not data.tokenizer and not os.path.exists(beside):
+    beside = os.path.join(paths.resolve(roots[0]), "tokenizer.model")
+    if not data.tokenizer and not tf.io.gfile.exists(beside):
       raise configuration.ConfigError(
         f"data.path is set but data.tokenizer is empty and {beside} does not "
         "exist: pass --config.data.tokenizer=PATH.model (build_shards "
@@ -70,10 +71,10 @@ def prepare(config: ml_collections.ConfigDict) -> DataSources:
     )
   if weights is None and len(roots) > 1:
     weights = [1.0] * len(roots)
-  tokenizer = os.path.expanduser(data.tokenizer or os.path.join(roots[0], "tokenizer.model"))
-  if not os.path.exists(tokenizer):
+  tokenizer = paths.resolve(data.tokenizer or os.path.join(roots[0], "tokenizer.model"))
+  if not tf.io.gfile.exists(tokenizer):
     raise configuration.ConfigError(f"data.tokenizer: {tokenizer} does not exist")
-  if not data.eval_path and not os.path.isdir(os.path.expanduser(roots[0])):
+  if not data.eval_path and not tf.io.gfile.isdir(paths.resolve(roots[0])):
     raise configuration.ConfigError(
       f"data.path={roots[0]!r} is a glob, so it cannot also give the held-out "
       "split: pass --config.data.eval_path=DIR_OR_GLOB for evaluation"
@@ -98,7 +99,7 @@ def _shards(path: str, split: str, role: str) -> list[str]:
   try:
     return input_pipeline.list_shards(path, split)
   except FileNotFoundError:
-    if not os.path.isdir(os.path.expanduser(path)):
+    if not tf.io.gfile.isdir(paths.resolve(path)):
       raise configuration.ConfigError(f"no shard files match {path} (the {role} data)") from None
     instead = (
       "--config.data.eval_path=DIR_OR_GLOB of held-out shards"
@@ -134,8 +135,8 @@ def vocab_size(config: ml_collections.ConfigDict) -> int:
   else:
     path = os.path.join(shapesworld_path(config), "tokenizer.model")
     shapesworld_build.build(os.path.dirname(path), data.shapesworld)  # a no-op once built
-  path = os.path.expanduser(path)
-  if not os.path.exists(path):
+  path = paths.resolve(path)
+  if not tf.io.gfile.exists(path):
     raise configuration.ConfigError(
       f"the text vocabulary size comes from the tokenizer, and {path} does not exist: point "
       "--config.data.tokenizer at the sentencepiece model the run will use, or pass "

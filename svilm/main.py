@@ -205,7 +205,7 @@ def _main(argv: list[str]) -> None:
       "--workdir is required (checkpoints, metrics and eval_results.json "
       "go there; rerunning in it resumes)"
     )
-  if os.path.exists(_WORKDIR.value) and not os.path.isdir(_WORKDIR.value):
+  if tf.io.gfile.exists(_WORKDIR.value) and not tf.io.gfile.isdir(_WORKDIR.value):
     sys.exit(
       f"FATAL --workdir={_WORKDIR.value} is a file; the workdir must be a directory (it is "
       "created if missing; rerunning in it resumes)"
@@ -223,7 +223,9 @@ def _main(argv: list[str]) -> None:
 
   results = trainer.train_and_evaluate(config, _WORKDIR.value)
   if jax.process_index() == 0 and not results.get("preempted"):
-    path = os.path.join(os.path.abspath(_WORKDIR.value), "eval_results.json")
+    from svilm import paths
+
+    path = os.path.join(paths.resolve(_WORKDIR.value), "eval_results.json")
     print(summary.format_table(results, path), flush=True)
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 import os
 import signal
 import threading
@@ -31,6 +30,7 @@ import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
+import tensorflow as tf
 
 from data_pipelines import input_pipeline
 from data_pipelines import tokenizer as tokenizer_lib
@@ -38,6 +38,7 @@ from svilm import checkpointing
 from svilm import configuration
 from svilm import data_setup
 from svilm import param_mapping
+from svilm import paths
 from svilm import sharding
 from svilm import tasks
 from svilm.tasks import base
@@ -335,8 +336,8 @@ class _Run:
       self.writer.write_scalars(step, metrics)
       self.results.update(metrics)
     if jax.process_index() == 0:
-      with open(os.path.join(self.workdir, "eval_results.json"), "w") as f:
-        json.dump(self.results, f, indent=2, sort_keys=True)
+      path = os.path.join(self.workdir, "eval_results.json")
+      paths.write_json(path, self.results, indent=2, sort_keys=True)
     logging.info("Evaluation at step %d: %s", step, self.results)
     return self.results
 
@@ -418,8 +419,8 @@ class _Run:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains (or resumes, or starts from config.init_from) and returns the final eval metrics."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  os.makedirs(workdir, exist_ok=True)
+  workdir = paths.resolve(workdir)
+  tf.io.gfile.makedirs(workdir)
   devices = dict(num_devices=jax.device_count(), process_count=jax.process_count())
   configuration.finalize(config, vocab_size=None, **devices)  # fail before touching data
   sources = data_setup.prepare(config)
@@ -446,8 +447,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if int(state.step) == 0:
       summary.write_hparams(_flatten(config))
     writers.append(summary)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    config_json = config.to_json_best_effort(indent=2, sort_keys=True) + "\n"
+    paths.write_text(os.path.join(workdir, "config.json"), config_json)
   writer = metric_writers.AsyncMultiWriter(writers)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   logging.info(
@@ -462,7 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   step_fn = ctx.jit_train_step()
   # Another run of this context on the same evaluation files (same paths and modification
   # times: a rebuilt split is read again) reuses the evaluators, with their compiled programs.
-  eval_files = [(f, os.path.getmtime(f)) for f in data.sources.eval_files]
+  eval_files = [(f, paths.mtime(f)) for f in data.sources.eval_files]
   evaluators = ctx.once(
     f"evaluators:{eval_files}:{data.sources.tokenizer_path}",
     lambda: ctx.task.evaluators(
