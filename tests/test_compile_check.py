@@ -5,10 +5,12 @@ import os
 import pytest
 
 from configs import pretrain
+from configs import retrieval as retrieval_config
 from data_pipelines import tokenizer as tokenizer_lib
 from svilm import compile_check
 from svilm import configuration
 from svilm import data_setup
+from svilm.trainers import trainer
 from tests.conftest import run_main
 
 
@@ -77,3 +79,13 @@ def test_paper_config_compiles_on_the_cpu_without_data(one_device_env):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "per device peak (XLA estimate):" in result.stdout
   assert "219.0M parameters" in result.stdout  # ViT-B video + BERT-base text towers
+
+
+def test_a_bad_config_fails_before_any_data_is_built(tmp_path):
+  # retrieval:msrvtt reads the user's shards; without data.path it must say so at once, not
+  # after building a 224-pixel ShapesWorld to learn the vocabulary size.
+  config = retrieval_config.get_config("msrvtt")
+  config.data.shapesworld_dir = str(tmp_path)
+  with pytest.raises(configuration.ConfigError, match="--config.data.path=SHARD_DIR"):
+    trainer.setup(config)
+  assert os.listdir(tmp_path) == []

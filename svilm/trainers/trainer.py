@@ -163,9 +163,13 @@ def setup(
   on the same devices returns the same context (treat ctx.config as read-only).
   """
   devices = list(devices if devices is not None else jax.devices())
-  if vocab_size is None:
-    vocab_size = data_setup.vocab_size(config)
   process_count = jax.process_count() if process_count is None else process_count
+  if vocab_size is None:
+    # Reject a bad config before anything is built: vocab_size may build ShapesWorld.
+    configuration.finalize(
+      config, num_devices=len(devices), vocab_size=None, process_count=process_count
+    )
+    vocab_size = data_setup.vocab_size(config)
   config = configuration.finalize(
     config, num_devices=len(devices), vocab_size=vocab_size, process_count=process_count
   )
