@@ -50,6 +50,11 @@ class Entry:
   `captions` holds every caption of a video that has several (e.g. MSR-VTT's 20 per video),
   with captions[0] == caption; the files read here have one caption per entry and leave it
   empty, which the schema stores as no `captions` field at all (unchanged bytes).
+
+  `action_labels` (0-based class ids) and `qa` ((question, answer) pairs in annotation order)
+  are the records' `action_labels` and `qa_question` / `qa_answer`; the files read here have
+  neither. An entry with labels or QA pairs may have an empty caption (QA datasets have none):
+  build_shards skips an entry for an empty caption only when it has neither.
   """
 
   video: str
@@ -59,6 +64,8 @@ class Entry:
   id: str
   error: str = ""  # non-empty: the entry is skipped for this reason
   captions: Tuple[str, ...] = ()
+  action_labels: Tuple[int, ...] = ()
+  qa: Tuple[Tuple[str, str], ...] = ()
 
 
 def _first(row: Dict[str, Any], *keys: str) -> Any:

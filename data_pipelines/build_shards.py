@@ -15,16 +15,19 @@ and the settings, never on --workers. Written into --output:
                                         every shard, so a rerun knows which shards are done
   {split}-skipped.tsv                   index, video_id, video, reason of every skipped entry
   tokenizer.model                       with --tokenizer_vocab_size > 0: SentencePiece model
-                                        trained on the split's kept captions and nouns
+                                        trained on the split's kept captions and nouns (and
+                                        the questions and answers of entries with QA pairs)
 
 A bad entry (missing, empty, truncated or undecodable file, no video stream, no frame in its
-span, empty or non-UTF-8 caption, a path leaving --video_root) is skipped and reported, never
-fatal; the command exits with status 1 only when more than --max_skipped_fraction of the
-entries were skipped. Rerunning into the same --output skips finished shards (no decoding) and
-redoes unfinished ones; other settings than the manifest's are an error naming them.
+span, non-UTF-8 caption, an empty caption on an entry without action labels or QA pairs, a
+path leaving --video_root) is skipped and reported, never fatal; the command exits with
+status 1 only when more than --max_skipped_fraction of the entries were skipped. Rerunning
+into the same --output skips finished shards (no decoding) and redoes unfinished ones; other
+settings than the manifest's are an error naming them.
 
 `build` reads one annotation file; `build_entries` is the same build for entries made in memory
-by a dataset reader (data_pipelines/readers/), e.g. videos with several captions each.
+by a dataset reader (data_pipelines/readers/), e.g. videos with several captions each, or
+with class labels or question-answer pairs.
 """
 
 from __future__ import annotations
@@ -196,6 +199,8 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
       try:
         if entry["error"]:
           raise SkipClip(entry["error"])
+        if not (entry["caption"].strip() or entry["action_labels"] or entry["qa"]):
+          raise SkipClip("empty caption")  # a record needs some text or a label
         path = resolve_video(task["video_root"], entry["video"])
         jpegs, height, width = decode_clip(
           path,
@@ -220,6 +225,10 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
         captions=entry["captions"],
         nouns=phrases,
         noun_object=[-1] * len(phrases),
+        # Always-written lists of the schema: empty ones give the bytes they always had.
+        action_labels=entry["action_labels"],
+        qa_question=[question for question, _ in entry["qa"]],
+        qa_answer=[answer for _, answer in entry["qa"]],
       )
       # deterministic=True sorts the context map keys, otherwise the bytes vary by process.
       writer.write(schema.to_sequence_example(record).SerializeToString(deterministic=True))
@@ -347,14 +356,19 @@ def build_entries(
   the entries came from: both go into the manifest's settings, so a rerun on other annotations
   is refused instead of mixing two versions of a dataset. An entry with `captions` stores them
   all (captions[0] must be its caption); its nouns are those of `caption`, and with a
-  tokenizer every caption is training text.
+  tokenizer every caption is training text. An entry's `action_labels` and `qa` pairs are
+  stored as the record's `action_labels` and `qa_question` / `qa_answer`; its questions and
+  answers are tokenizer training text too. Such an entry may have an empty caption (QA
+  datasets have none; its record then has caption "" and no nouns); an entry with neither
+  labels nor QA pairs is skipped for an empty caption.
 
   Returns a summary: clips, frames, skipped, total (entries), num_shards, shards_written (this
   call; 0 when everything was already done), skipped_fraction, ok (skipped_fraction <=
   max_skipped_fraction), skipped_path, manifest_path, tokenizer_path (or None) and line (the
   one-line report the CLI prints). Raises ValueError on bad arguments, no entries, an entry
-  whose caption is not its captions[0], a manifest with other settings, or a tokenizer.model
-  not made by this split.
+  whose caption is not its captions[0], a label that is not an int >= 0, a QA pair that is
+  not two strings, a manifest with other settings, or a tokenizer.model not made by this
+  split.
   """
   _check_knobs(num_shards, fps, short_side, max_frames, workers, jpeg_quality)
   if not entries:
@@ -364,6 +378,10 @@ def build_entries(
       raise ValueError(
         f"entry {e.id!r}: caption {e.caption!r} is not captions[0] {e.captions[0]!r}"
       )
+    if not all(isinstance(k, int) and not isinstance(k, bool) and k >= 0 for k in e.action_labels):
+      raise ValueError(f"entry {e.id!r}: action_labels {e.action_labels!r} are not ints >= 0")
+    if not all(len(p) == 2 and all(isinstance(t, str) for t in p) for p in e.qa):
+      raise ValueError(f"entry {e.id!r}: qa {e.qa!r} is not (question, answer) string pairs")
   settings = _settings(
     source,
     annotations_sha256,
@@ -458,7 +476,7 @@ def build_entries(
       text
       for i, e in enumerate(entries)
       if i not in skipped_indices
-      for text in [*(e.captions or [e.caption]), *phrases[i]]
+      for text in [*(e.captions or [e.caption]), *phrases[i], *(t for pair in e.qa for t in pair)]
     ]
     tokenizer_lib.train_tokenizer(texts, tokenizer_path, tokenizer_vocab_size)
     manifest["tokenizer"] = dict(path=TOKENIZER, vocab_size=tokenizer_vocab_size)
@@ -506,7 +524,8 @@ def define_build_flags(what: str = "the entries") -> None:
   flags.DEFINE_integer(
     "tokenizer_vocab_size",
     0,
-    "> 0: train OUT/tokenizer.model with this vocabulary on the training captions and nouns.",
+    "> 0: train OUT/tokenizer.model with this vocabulary on the training captions and nouns "
+    "(and questions and answers, for QA datasets).",
   )
 
 

@@ -272,8 +272,11 @@ def check_record(serialized: bytes, *, decode_frames: bool = True) -> RecordChec
     messages.append(f"num_objects {num_objects} is negative")
   if not frames.size:
     messages.append("no frames")
-  # Whitespace-only counts as empty: it tokenises to nothing, like an empty caption.
-  if not record["caption"].strip():
+  # Whitespace-only counts as empty: it tokenises to nothing, like an empty caption. A record
+  # for a classification or QA task (a label or QA pairs) may have no caption (build_shards'
+  # rule: a record needs a caption, action labels or QA pairs).
+  has_task_labels = len(record["action_labels"]) or len(record["qa_question"])
+  if not record["caption"].strip() and not has_task_labels:
     messages.append("caption is empty")
   _text(record["caption"], "caption", messages)
   for name in _TEXT_LISTS:

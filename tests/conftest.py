@@ -40,6 +40,8 @@ SLOWEST_MODULES = (
   "test_compile_check",
   "test_resume",
   "test_corrupt_checkpoint",
+  "test_action_readers",
+  "test_qa_readers",
   "test_cost_growth",
   "test_model_scaling",
   "test_train",

@@ -84,6 +84,14 @@ def _set_bytes(feature, value: bytes):
   feature.bytes_list.value.append(value)
 
 
+def _without_caption_or_qa(context):
+  # A record with QA pairs or action labels may have no caption (a QA or classification task's
+  # record); one with neither may not.
+  _set_bytes(context["caption"], b"")
+  for name in ("qa_question", "qa_answer"):
+    context[name].ClearField("bytes_list")
+
+
 # (mutation of a good record's context / feature lists, substring of its one problem message)
 _BAD = [
   (
@@ -98,7 +106,7 @@ _BAD = [
     lambda c, f: _set_bytes(f["frames"].feature[0], _jpeg(16, 8)),
     "frame 0: frame is 16x8, record says 8x8 (1 of 2 frames)",
   ),
-  (lambda c, f: _set_bytes(c["caption"], b""), "caption is empty"),
+  (lambda c, f: _without_caption_or_qa(c), "caption is empty"),
   (
     lambda c, f: _set_bytes(c["caption"], b"caf\xe9!"),
     "caption is not valid UTF-8 (invalid continuation byte at byte 3)",

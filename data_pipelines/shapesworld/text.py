@@ -123,6 +123,16 @@ def clip_caption(scene: world.Scene) -> Tuple[str, List[str], List[int]]:
   return "".join(parts), [_name(scene, o) for o in noun_object], noun_object
 
 
+# The type of each question template, by its opening words: the video_qa task reports its
+# accuracy per type (svilm/evaluators/video_qa.py).
+QUESTION_TYPES = (
+  ("how many ", "count"),
+  ("what colour ", "colour"),
+  ("what shape ", "shape"),
+  ("what does ", "action"),
+)
+
+
 def qa_pairs(scene: world.Scene) -> List[Tuple[str, str]]:
   """Question-answer pairs whose answer is unambiguous; every answer is in ANSWERS.
 
