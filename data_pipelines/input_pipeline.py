@@ -40,6 +40,9 @@ and with `with_annotations=True` (evaluation) additionally
 Batches of `make_dataset_from_ops` hold `index` (and `valid` when train=False) plus the keys of
 their ops: those above, and
 
+  video         float32 [B, V, T, R, R, 3] instead, with multi-view testing: V = temporal clips x
+                                         spatial crops of each video [Views, Normalize]
+  view_valid    int32   [B, V]           1 for each view [Views]
   label         int32   [B]              the clip's first action class, -1 without one [Label]
   label_valid   int32   [B]              1 where the clip has an action class
   question_tokens, question_mask

@@ -201,6 +201,69 @@ class Normalize:
     return {**features, "video": video_ops.normalize(features["video"], self.kind)}
 
 
+@dataclasses.dataclass(frozen=True)
+class Views:
+  """Multi-view testing: `num_clips` temporal windows x `num_crops` spatial crops of a clip.
+
+  Temporal: windows of `num_frames` frames `stride` apart whose starts are spread evenly over
+  the valid starts (`sample_frame_indices` with offset fractions (i + 0.5) / num_clips), so one
+  clip is the centred window that Frames takes when not training. Spatial: squares whose side
+  is `crop_fraction` x the frame's short side, resized to `resolution`: the centre one, or for
+  num_crops=3 also the two ends of the longer side (the usual 3-crop test), or for a square
+  frame the top-left and bottom-right corners, so that the three still differ.
+
+  Reads `frames`. Writes `video` float32 [V, T, R, R, 3] with V = num_clips * num_crops, view v
+  being clip v // num_crops and crop v % num_crops (crop 0 is the centre), and `view_valid`
+  int32 [V] (all ones; the batch keeps it so a model can mask views). The single view, the
+  middle clip's centre crop, is view `center_view`.
+  """
+
+  num_frames: int
+  num_clips: int = 1
+  num_crops: int = 1
+  resolution: int = 64
+  crop_fraction: float = 1.0
+  stride: int = 1
+  writes: ClassVar[tuple[str, ...]] = ("video", "view_valid")
+
+  def __post_init__(self):
+    if self.num_clips < 1 or self.num_crops not in (1, 3):
+      raise ValueError(f"Views: num_clips >= 1 and num_crops 1 or 3, got {self}")
+    if not 0.0 < self.crop_fraction <= 1.0:
+      raise ValueError(f"Views: crop_fraction must lie in (0, 1], got {self.crop_fraction}")
+
+  @property
+  def center_view(self) -> int:
+    return (self.num_clips // 2) * self.num_crops
+
+  def _windows(self, height: tf.Tensor, width: tf.Tensor) -> list[tf.Tensor]:
+    side = tf.cast(tf.cast(tf.minimum(height, width), tf.float32) * self.crop_fraction, tf.int32)
+    dy, dx = height - side, width - side
+    center = tf.stack([dy // 2, dx // 2, side, side])
+    if self.num_crops == 1:
+      return [center]
+    # Along the longer side; a square frame has none, so its diagonal is used.
+    first = tf.stack([tf.where(dy >= dx, 0, dy // 2), tf.where(dx >= dy, 0, dx // 2), side, side])
+    last = tf.stack([tf.where(dy >= dx, dy, dy // 2), tf.where(dx >= dy, dx, dx // 2), side, side])
+    return [center, first, last]
+
+  def __call__(self, features: Features) -> Features:
+    num_available = tf.shape(features["frames"])[0]
+    views = []
+    for clip in range(self.num_clips):
+      offset = tf.constant((clip + 0.5) / self.num_clips)
+      frame_ids = sample_frame_indices(num_available, self.num_frames, self.stride, offset)
+      frames = video_ops.decode_jpeg_frames(tf.gather(features["frames"], frame_ids))
+      height, width = tf.shape(frames)[1], tf.shape(frames)[2]
+      for window in self._windows(height, width):
+        views.append(video_ops.crop_and_resize(frames, window, self.resolution))
+    return {
+      **features,
+      "video": tf.stack(views),
+      "view_valid": tf.ones([len(views)], tf.int32),
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # Text.
 

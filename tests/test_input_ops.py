@@ -448,3 +448,38 @@ def test_make_dataset_from_ops_composes_every_op_and_pads_the_last_batch(tokeniz
   eager = _chain(example_ops, _features(0))
   np.testing.assert_array_equal(first["video"][0], eager["video"].numpy())
   np.testing.assert_array_equal(first["object_boxes"][0], eager["object_boxes"].numpy())
+
+
+def _coded_frames(num: int, height: int, width: int) -> list[bytes]:
+  """JPEG frames whose red channel is 10 x the frame's index and green 20 x the column."""
+  frames = np.zeros((num, height, width, 3), np.uint8)
+  frames[..., 0] = (10 * np.arange(num))[:, None, None]
+  frames[..., 1] = (20 * np.arange(width))[None, None, :]
+  return [tf.io.encode_jpeg(f, quality=100).numpy() for f in frames]
+
+
+def test_views_spread_clips_over_time_and_crops_along_the_long_side():
+  op = ops.Views(num_frames=4, num_clips=3, num_crops=3, resolution=4, crop_fraction=0.5)
+  video = op({"frames": tf.constant(_coded_frames(16, 8, 12))})["video"].numpy() * 255
+  assert video.shape == (9, 4, 4, 4, 3) and op.center_view == 3
+  # Starts floor((i + 0.5) / 3 * 13) of the 13 valid starts: frames 2-5, 6-9, 10-13.
+  frame_ids = np.round(video[:, :, 0, 0, 0] / 10)
+  np.testing.assert_array_equal(frame_ids[::3], [[2, 3, 4, 5], [6, 7, 8, 9], [10, 11, 12, 13]])
+  # 4-pixel squares of the 8 x 12 frame: centre columns 4-7, then the ends 0-3 and 8-11.
+  columns = np.round(video[:3, 0, 0, :, 1] / 20)
+  np.testing.assert_array_equal(columns, [[4, 5, 6, 7], [0, 1, 2, 3], [8, 9, 10, 11]])
+  # A square frame's three crops are the centre and two corners, so they still differ.
+  square = ops.Views(num_frames=2, num_crops=3, resolution=4, crop_fraction=0.5)
+  video = square({"frames": tf.constant(_coded_frames(2, 8, 8))})["video"].numpy() * 255
+  np.testing.assert_array_equal(
+    np.round(video[:, 0, 0, :, 1] / 20), [[2, 3, 4, 5], [0, 1, 2, 3], [4, 5, 6, 7]]
+  )
+  with pytest.raises(ValueError, match="num_crops 1 or 3"):
+    ops.Views(num_frames=4, num_crops=2)
+
+
+def test_a_single_view_is_what_evaluation_sees():
+  frames = tf.constant(_coded_frames(16, 8, 12))
+  single = ops.Views(num_frames=4, resolution=8)({"frames": frames, "index": 0})["video"][0]
+  clip = _chain([ops.Frames(4), ops.Crop(8)], {"frames": frames, "index": 0})["video"]
+  np.testing.assert_array_equal(single.numpy(), clip.numpy())
