@@ -43,6 +43,7 @@ import numpy as np
 Array = Any
 Grid = tuple[int, int, int]
 
+OPTIONAL = "?"  # prefix of a mapping's source path that the checkpoint may lack
 LOADED = "loaded"
 RESAMPLED = "resampled"
 INITIALISED = "initialised"
@@ -405,7 +406,9 @@ def map_params(
     target: the new model's freshly initialised params (same kinds of leaves).
     mapping: {source_subtree_path: target_subtree_path}, "/"-joined; "" is the whole tree. A
       path may name a subtree or a single leaf. Target subtrees must not overlap (no leaf may
-      be mapped twice); source subtrees may.
+      be mapped twice); source subtrees may. A source path starting with OPTIONAL ("?") is
+      taken when the source has it and otherwise skipped, its target left initialised (a
+      task head: present in a checkpoint of the same task, absent from a pretraining one).
     source_grid: (N_t, H_p, W_p) tubelet grid the checkpoint's video encoder was built for.
     target_grid: the same for the new model. Both are only needed when a video position
       table is mapped and the grids differ.
@@ -427,7 +430,13 @@ def map_params(
   src_flat = flatten(source)
   tgt_flat = flatten(target)
 
-  pairs = [(_normalise_path(s, "source"), _normalise_path(t, "target")) for s, t in mapping.items()]
+  optional = {_normalise_path(s[1:], "source") for s in mapping if s.startswith(OPTIONAL)}
+  pairs = [
+    (_normalise_path(s.removeprefix(OPTIONAL), "source"), _normalise_path(t, "target"))
+    for s, t in mapping.items()
+  ]
+  # An optional subtree the checkpoint lacks maps nothing: its targets keep their fresh init.
+  pairs = [(s, t) for s, t in pairs if s not in optional or _select(src_flat, s)]
   for i, (_, a) in enumerate(pairs):
     for _, b in pairs[i + 1 :]:
       if _overlaps(a, b):

@@ -127,6 +127,21 @@ def test_loaded_initialised_and_unused():
   assert totals[param_mapping.RESAMPLED] == (0, 0)
 
 
+def test_an_optional_subtree_is_taken_only_when_the_checkpoint_has_it():
+  rng = np.random.default_rng(0)
+  source, target = _trees(rng)
+  mapping = {"video_encoder": "video_encoder", "?text_proj": "text_proj"}
+  params, report = param_mapping.map_params(source, target, mapping)
+  np.testing.assert_array_equal(params["text_proj"]["kernel"], source["text_proj"]["kernel"])
+  assert report.leaves["text_proj/kernel"].status == param_mapping.LOADED
+  del source["text_proj"]  # a checkpoint without it (a pretraining run, for a task head)
+  params, report = param_mapping.map_params(source, target, mapping)
+  np.testing.assert_array_equal(params["text_proj"]["kernel"], target["text_proj"]["kernel"])
+  assert report.leaves["text_proj/kernel"].status == param_mapping.INITIALISED
+  with pytest.raises(param_mapping.MappingError, match="'text_proj' is not in the source"):
+    param_mapping.map_params(source, target, {"text_proj": "text_proj"})
+
+
 def test_inputs_untouched_and_outputs_are_fresh_copies():
   rng = np.random.default_rng(1)
   source, target = _trees(rng, target_grid=(4, 2, 2), target_len=9)

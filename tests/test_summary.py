@@ -2,6 +2,7 @@
 
 import pytest
 
+from svilm.evaluators import classification
 from svilm.evaluators import retrieval
 from svilm.evaluators import summary
 
@@ -18,6 +19,17 @@ def test_chance_of_ranking_metrics_is_that_of_a_uniform_rank():
   # v2t with several right captions per video: not a uniform rank, so no number is claimed.
   assert retrieval.chance_level("msrvtt/v2t_R@1", several) is None
   assert retrieval.chance_level("grounding/pointing_acc", matched) is None
+
+
+def test_chance_of_classification_metrics_is_that_of_a_random_ranking():
+  results = {"ar/num_classes": 9.0}
+  assert classification.chance_level("ar/top1", results) == pytest.approx(1 / 9)
+  assert classification.chance_level("ar/single_view_top1", results) == pytest.approx(1 / 9)
+  assert classification.chance_level("ar/top5", results) == pytest.approx(5 / 9)
+  assert classification.chance_level("ar/top10", results) == 1.0
+  assert classification.chance_level("ar/mean_class_accuracy", results) == pytest.approx(1 / 9)
+  assert classification.chance_level("ar/num_videos", results) is None
+  assert classification.chance_level("other/top1", results) is None
 
 
 def test_table_puts_random_baselines_beside_their_metric():

@@ -69,3 +69,21 @@ def classification_metrics(
   out[f"{prefix}mean_class_accuracy"] = mean_class_accuracy(logits, labels)
   out[f"{prefix}num_videos"] = float(len(labels))
   return out
+
+
+def chance_level(key: str, results: dict[str, float]) -> float | None:
+  """What a classifier that ignores its input scores on metric `key` of `results`, or None.
+
+  With C = `<group>/num_classes`, a uniformly random ranking of the classes gives top-k (and
+  single_view_topk) min(k / C, 1) and mean class accuracy 1 / C, in expectation.
+  """
+  group, _, name = key.rpartition("/")
+  classes = results.get(f"{group}/num_classes")
+  if classes is None:
+    return None
+  name = name.removeprefix("single_view_")
+  if name.startswith("top") and name[3:].isdigit():
+    return min(int(name[3:]) / classes, 1.0)
+  if name == "mean_class_accuracy":
+    return 1.0 / classes
+  return None

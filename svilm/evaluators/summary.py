@@ -1,12 +1,14 @@
 """The final metrics as a table a person reads, each beside its chance or random baseline.
 
 Baselines come from the results themselves: `<metric>_random` where an evaluator measured one
-(a random group token, a random split), else `retrieval.chance_level` for ranking metrics.
+(a random group token, a random split), else the chance level of ranking metrics
+(`retrieval.chance_level`) and of classification metrics (`classification.chance_level`).
 `svilm.main` prints the table on stdout at the end of a run.
 """
 
 from __future__ import annotations
 
+from svilm.evaluators import classification
 from svilm.evaluators import retrieval
 
 
@@ -14,7 +16,10 @@ def baseline(key: str, results: dict[str, float]) -> float | None:
   """The chance or random value to read `results[key]` against, or None if there is none."""
   if key + "_random" in results:
     return results[key + "_random"]
-  return retrieval.chance_level(key, results)
+  for chance_level in (retrieval.chance_level, classification.chance_level):
+    if (level := chance_level(key, results)) is not None:
+      return level
+  return None
 
 
 def _number(key: str, value: float) -> str:

@@ -13,6 +13,7 @@ from svilm.tasks import base
 
 # name -> "module:class"
 _REGISTRY = {
+  "action_recognition": "svilm.tasks.action_recognition:ActionRecognitionTask",
   "pretrain": "svilm.tasks.pretrain:PretrainTask",
   "retrieval": "svilm.tasks.retrieval:RetrievalTask",
 }
