@@ -1,8 +1,13 @@
 """A video classifier on the S-ViLM video tower: pooled features and a linear head.
 
-features = mean over the N_t temporal positions of the video encoder's `clip_features` (each
-already the mean of its H_p x W_p spatial tokens), so the head sees the same pooled backbone
-features the retrieval embedding is projected from, before that projection.
+features = the video encoder's `clip_features` [N_t, D] (each the mean of one temporal
+           position's H_p x W_p spatial tokens, the features the retrieval embedding is
+           projected from), pooled over time by `temporal_pooling`:
+             "concat"  the N_t positions side by side, [N_t * D]: a linear head can then weigh
+                       early against late positions, which actions defined by their direction
+                       in time need (move left / right, grow / shrink, appear / disappear are
+                       each other's reversal, and a mean over time cannot tell them apart);
+             "mean"    their mean, [D]: the usual linear-probe protocol (?).
 logits   = head(features): one Dense layer, [B, num_classes].
 
 The encoder keeps its S-ViLM parameter names (`video_encoder/...`), so a pretraining
@@ -30,6 +35,7 @@ class VideoClassifier(nn.Module):
 
   video: dict
   num_classes: int
+  temporal_pooling: str = "concat"
   dtype: Any = jnp.float32
 
   def setup(self):
@@ -37,9 +43,14 @@ class VideoClassifier(nn.Module):
     self.head = layers.dense(self.num_classes, ("embed", None), self.dtype, name="head")
 
   def features(self, video: Array, *, train: bool) -> Array:
-    """[B, D] pooled video features (float32)."""
+    """[B, N_t * D] ("concat") or [B, D] ("mean") pooled video features (float32)."""
     _, inter = self.video_encoder(video, train=train)
-    return jnp.mean(inter["clip_features"].astype(jnp.float32), axis=1)
+    clip_features = inter["clip_features"].astype(jnp.float32)  # [B, N_t, D]
+    if self.temporal_pooling == "mean":
+      return jnp.mean(clip_features, axis=1)
+    if self.temporal_pooling == "concat":
+      return clip_features.reshape(clip_features.shape[0], -1)
+    raise ValueError(f"temporal_pooling={self.temporal_pooling!r}: use 'concat' or 'mean'")
 
   def __call__(self, video: Array, *, train: bool, encoder_train: bool | None = None) -> Array:
     encoder_train = train if encoder_train is None else encoder_train

@@ -88,6 +88,10 @@ class ActionRecognitionTask(base.Task):
       task.num_classes = BENCHMARKS[task.benchmark]
     require(task.num_classes >= 2, f"action_recognition.num_classes={task.num_classes} < 2")
     require(
+      task.temporal_pooling in ("concat", "mean"),
+      f"action_recognition.temporal_pooling={task.temporal_pooling!r}: use 'concat' or 'mean'",
+    )
+    require(
       task.benchmark == "shapesworld" or config.data.path,
       f"action_recognition.benchmark={task.benchmark!r} reads your shards: pass "
       f"--config.data.path=SHARD_DIR (python -m data_pipelines.readers.{task.benchmark})",
@@ -110,6 +114,7 @@ class ActionRecognitionTask(base.Task):
     return classifier.VideoClassifier(
       video={**model.video.to_dict(), "remat": model.remat, "scan_layers": model.scan_layers},
       num_classes=config.action_recognition.num_classes,
+      temporal_pooling=config.action_recognition.temporal_pooling,
       dtype=jnp.dtype(model.dtype),
     )
 
@@ -153,5 +158,9 @@ def default_config() -> ml_collections.ConfigDict:
     dict(
       benchmark="shapesworld",
       num_classes=-1,  # -1: the benchmark's (ShapesWorld 9, UCF101 101, HMDB51 51)
+      # How the head sees the N_t temporal positions (svilm/models/classifier.py): "concat"
+      # keeps their order, which direction-defined actions need; "mean" is the usual (?)
+      # linear-probe pooling, which cannot tell an action from its reversal.
+      temporal_pooling="concat",
     )
   )
