@@ -10,7 +10,7 @@ Commands (ShapesWorld, from the default pretraining run's workdir W):
 Variants (`--config=configs/action_recognition.py:ARG`, comma separated):
   linear    (the default) the video encoder frozen and in inference mode; only the linear head
             trains (features recomputed per step, see svilm/tasks/action_recognition.py).
-  finetune  the encoder and the head train, at a lower peak learning rate.
+  finetune  the encoder and the head train (peak learning rate 1e-3, as in pretraining).
   tiny      a seconds-long smoke run (CI): the tiny model and a tiny ShapesWorld.
   ucf101    UCF101 (101 classes) from `python -m data_pipelines.readers.ucf101` shards given as
             --config.data.path (tokenizer.model beside them: --tokenizer_vocab_size), test split
@@ -89,7 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200
   config.optim.warmup_steps = 50
   if "finetune" in variants:
-    config.optim.learning_rate = 2e-4
+    # The fresh head learns at the encoder's rate: 2e-4 left it far behind the probe (top1
+    # 0.250 against 0.395 at 600 steps); 1e-3 reaches the probe (0.387).
+    config.optim.learning_rate = 1e-3
   else:  # the linear probe: only the head trains, with a higher rate and no weight decay
     config.optim.freeze = "video_encoder"
     config.optim.learning_rate = 1e-2
