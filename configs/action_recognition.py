@@ -27,7 +27,15 @@ eval.num_crops, eval.crop_fraction), logits averaged; the held-out split and the
 split (unseen colour-shape pairs) are both reported. Horizontal flips stay off: they would turn
 "move left" into "move right" without changing the label.
 
-Measured results: docs/tasks.md.
+Hardware and runtime: a 2-core x86 CPU box (AMD EPYC), about 2 min for :linear and 3.5 min for
+:finetune alone (600 steps of batch 32, start-up and both evaluations included).
+
+Measured on 2026-11-30 on that machine from the default pretraining run, held-out split (512
+videos, chance top-1 1/9 = 0.111), 3 seeds each (mean, standard deviation):
+  linear probe, pretrained     top1 0.395 (0.008), single view 0.350, compositional 0.391
+  linear probe, random init    top1 0.158 (0.022), single view 0.158, compositional 0.165
+  finetune, pretrained         top1 0.367 (0.018), single view 0.336, compositional 0.361
+The whole table and what it shows: docs/tasks.md.
 """
 
 from __future__ import annotations
