@@ -8,15 +8,17 @@ import os
 
 import pytest
 
+from svilm import data_setup
 from tests.conftest import devices_env
 from tests.conftest import run_main
+from tests.conftest import tiny_config
 
 TINY = "--config=configs/pretrain.py:tiny"
 
 
 def _shards_like(cache: str, directory, *, splits=("train", "val"), tokenizer=True) -> str:
   """A shard directory holding links to the tiny ShapesWorld's `splits` (and tokenizer)."""
-  (built,) = [os.path.join(cache, d) for d in os.listdir(cache)]
+  built = data_setup.shapesworld_path(tiny_config(cache))  # other tasks build others there
   directory.mkdir()
   for name in os.listdir(built):
     wanted = name.split("-")[0] in splits or (tokenizer and name == "tokenizer.model")
