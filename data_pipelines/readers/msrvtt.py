@@ -53,16 +53,11 @@ from absl import flags
 
 from data_pipelines import annotations
 from data_pipelines import build_shards
+from data_pipelines.readers import common
 
 SOURCE = "msrvtt"
 TRAIN_SPLIT, TEST_SPLIT = "train", "test"
 VIDEO_EXTENSION = ".mp4"
-_MAX_NAMED = 10  # ids named in one error message
-
-
-def _named(ids: Sequence[str]) -> str:
-  more = f" and {len(ids) - _MAX_NAMED} more" if len(ids) > _MAX_NAMED else ""
-  return ", ".join(ids[:_MAX_NAMED]) + more
 
 
 def _csv_rows(text: str, path: str, required: Sequence[str]) -> List[Dict[str, str]]:
@@ -88,7 +83,7 @@ def _check_ids(ids: Sequence[str], path: str) -> None:
     seen.add(video_id)
   if repeated:
     # Two records with one video_id would make retrieval ground truth ambiguous.
-    raise ValueError(f"{path} lists these videos more than once: {_named(repeated)}")
+    raise ValueError(f"{path} lists these videos more than once: {common.named(repeated)}")
 
 
 def read_sentences(data_json: str) -> Dict[str, List[str]]:
@@ -167,7 +162,7 @@ def train_entries(
   missing = [v for v in video_ids if not sentences.get(v)]
   if missing:
     raise ValueError(
-      f"{where}: {len(missing)} video(s) have no sentences in MSRVTT_data.json: {_named(missing)}"
+      f"{where}: {len(missing)} video(s) have no sentences in MSRVTT_data.json: {common.named(missing)}"
     )
   return [_entry(v, sentences[v]) for v in video_ids]
 
