@@ -46,11 +46,12 @@ their ops: those above, and
   label         int32   [B]              the clip's first action class, -1 without one [Label]
   label_valid   int32   [B]              1 where the clip has an action class
   question_tokens, question_mask
-                int32   [B, Lq]          a question of the clip [Answer, Tokenize("question")]
-  answer        int32   [B]              its answer's id in the Answer op's vocabulary; -1 out
-                                         of it (still answer_valid 1: it counts, as wrong) or
-                                         without a question [Answer]
-  answer_valid  int32   [B]              1 where the clip has a question
+                int32   [B, Nq, Lq]      up to Nq (num_questions) questions of the clip
+                                         [Questions, Tokenize("question")]
+  answer        int32   [B, Nq]          each answer's id in the Questions op's vocabulary; -1
+                                         out of it (still answer_valid 1: it counts, as wrong)
+                                         or in a padding slot [Questions]
+  answer_valid  int32   [B, Nq]          1 on the clip's questions, 0 on padding slots
   segments      int32   [B, S, 2]        per timed segment [a, b): sampled frames a..b-1 lie in
                                          it (sampled-frame units) [Segments]
   segment_valid int32   [B, S]           1 for a segment covering at least one sampled frame

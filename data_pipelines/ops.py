@@ -19,7 +19,7 @@ so a clip's augmentation is a pure function of (seed, stream index) and survives
 any host layout. The salts are fixed (changing one changes every stream drawn with it):
 temporal offset 0, crop window 1, flip 2, caption draw 3, question draw 4. Ops that draw take
 `train` and `seed`; give them the `train` and `seed` of the dataset. Without `train` they are
-deterministic: centred frames, centre square, no flip, the first caption and question.
+deterministic: centred frames, centre square, no flip, the first caption and questions.
 
 The ops and the keys they write are listed in the batch contract of
 data_pipelines/input_pipeline.py; docs/data.md ("Input ops") shows how a task composes them.
@@ -329,16 +329,19 @@ class CaptionId:
     return {**features, "caption_id": tf.cast(caption_id, tf.int32)}
 
 
-class Answer:
-  """One question of the clip and its answer's id in a closed answer vocabulary.
+class Questions:
+  """Up to `num_questions` questions of the clip and their answers' ids in a closed vocabulary.
 
   `vocab`: {answer: id} or a sequence of answers (id = position; a repeated answer is an
-  error). Reads `qa_question`, `qa_answer` [Q] strings: the first pair, or with `sample` and
-  `train` a pair drawn uniformly (salt 4). Writes `question` string [] ("" without QA),
-  `answer` int32 [] (the id; -1 for an answer outside `vocab` and without QA) and
-  `answer_valid` int32 [] (1 when the clip has a question). An out-of-vocabulary answer keeps
-  answer_valid = 1: it counts in accuracy as a question no model can get right (honest
-  accuracy over all questions), and a loss must skip answer = -1.
+  error); ids must be >= 0 and `vocab_size` is the largest id + 1. Reads `qa_question`,
+  `qa_answer` [Q] strings (Q = the shorter of the two). Takes S' = min(Q, S) pairs,
+  S = `num_questions`: the first S' in record order, or with `sample` and `train` S' pairs drawn
+  uniformly without replacement (salt 4: the first S' of a stateless random permutation of the
+  Q pairs, kept in the order drawn). Writes `question` string [S], `answer` int32 [S] (the id;
+  -1 for an answer outside `vocab`) and `answer_valid` int32 [S] (1 on the S' real questions),
+  all of static shape [S]; padding slots hold question "", answer -1, answer_valid 0. An
+  out-of-vocabulary answer keeps answer_valid = 1: it counts in accuracy as a question no model
+  can get right (honest accuracy over all questions), and a loss must skip answer = -1.
   """
 
   writes: ClassVar[tuple[str, ...]] = ("question", "answer", "answer_valid")
@@ -346,6 +349,7 @@ class Answer:
   def __init__(
     self,
     vocab: Union[Mapping[str, int], Sequence[str]],
+    num_questions: int,
     *,
     sample: bool = False,
     train: bool = False,
@@ -362,6 +366,9 @@ class Answer:
       raise ValueError("The answer vocabulary is empty")
     if min(ids) < 0:
       raise ValueError("Answer ids must be >= 0 (-1 marks out-of-vocabulary answers)")
+    if num_questions < 1:
+      raise ValueError(f"Questions: num_questions must be >= 1, got {num_questions}")
+    self.num_questions = int(num_questions)
     self.sample, self.train, self.seed = sample, train, seed
     self.vocab_size = max(ids) + 1
     # Built once, eagerly; tf.data captures the table by reference in every map.
@@ -373,20 +380,22 @@ class Answer:
   def __call__(self, features: Features) -> Features:
     questions, answers = features["qa_question"], features["qa_answer"]
     count = tf.minimum(tf.shape(questions)[0], tf.shape(answers)[0])
-    pick = (
-      _draw_index(features, self.seed, SALT_QUESTION, count)
-      if self.train and self.sample
-      else tf.constant(0)
-    )
-    has_qa = count > 0
-    # Pad one empty pair so the gather stays in range for clips without QA.
-    question = tf.concat([questions[:count], [""]], axis=0)[pick]
-    answer = self._table.lookup(tf.concat([answers[:count], [""]], axis=0)[pick])
+    questions, answers = questions[:count], answers[:count]
+    if self.train and self.sample:
+      # A uniform permutation: the ranks of Q stateless uniforms (ties have probability ~0).
+      noise = tf.random.stateless_uniform(
+        [count], seed=example_seed(features, self.seed, SALT_QUESTION)
+      )
+      order = tf.argsort(noise, stable=True)
+      questions, answers = tf.gather(questions, order), tf.gather(answers, order)
+    size = self.num_questions
+    valid = tf.range(size) < tf.minimum(count, size)
+    ids = tf.cast(self._table.lookup(pad_or_trim(answers, size, "")), tf.int32)
     return {
       **features,
-      "question": question,
-      "answer": tf.where(has_qa, tf.cast(answer, tf.int32), -1),
-      "answer_valid": tf.cast(has_qa, tf.int32),
+      "question": pad_or_trim(questions, size, ""),
+      "answer": tf.where(valid, ids, -1),
+      "answer_valid": tf.cast(valid, tf.int32),
     }
 
 

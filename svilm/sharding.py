@@ -130,6 +130,17 @@ class MeshJit:
       return self._jitted.lower(*args)
 
 
+def jit_evaluation(fn, config, mesh: Mesh, params_shardings, batch_args: Sequence[bool]) -> MeshJit:
+  """`fn(params, *args)` jitted for evaluation: params on their shardings, each arg split over
+  the batch where `batch_args` says True (else left to jit), the output replicated on every
+  device (the evaluators gather it on the host); run under the mesh and the logical rules."""
+  in_shardings = (params_shardings,) + tuple(
+    batch_sharding(mesh) if split else None for split in batch_args
+  )
+  jitted = jax.jit(fn, in_shardings=in_shardings, out_shardings=replicated(mesh))
+  return MeshJit(jitted, mesh, rules(config))
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Leading (batch) dimension split over the data-parallel axes, the rest replicated."""
   return NamedSharding(mesh, P(BATCH_AXES))

@@ -79,14 +79,29 @@ def test_qa_accuracy_keeps_out_of_vocabulary_answers_in_the_denominator():
   ]
   types = [video_qa.question_type(q, "shapesworld") for q in questions]
   assert types == ["count", "colour", "colour", "count", "colour"]
-  metrics = video_qa.qa_metrics(predicted, answers, types)
+  # Training answers by type: count "two" x2, "one" x1; colour "blue" x2, "red" x2 (a tie:
+  # "blue" comes first); shape "circle" (not in the vocabulary).
+  majority = video_qa.type_majority(
+    ["two", "one", "two", "red", "blue", "blue", "red", "circle"],
+    ["count", "count", "count", "colour", "colour", "colour", "colour", "shape"],
+    vocabulary,
+  )
+  assert majority == {"count": 0, "colour": 2, "shape": -1}
+  metrics = video_qa.qa_metrics(predicted, answers, types, majority_by_type=majority)
   assert metrics == {
     "video_qa/accuracy": 3 / 5,
     "video_qa/accuracy_colour": 1 / 3,
     "video_qa/accuracy_count": 1.0,
     "video_qa/majority_baseline": 2 / 5,  # "two" is the first vocabulary entry
+    "video_qa/majority_baseline_colour": 1 / 3,  # "blue": the third colour question
+    "video_qa/majority_baseline_count": 1.0,
     "video_qa/num_questions": 5.0,
   }
+  assert "video_qa/majority_baseline_count" not in video_qa.qa_metrics(predicted, answers, types)
+  assert video_qa.chance_level("video_qa/accuracy", metrics) == 2 / 5
+  assert video_qa.chance_level("video_qa/accuracy_count", metrics) == 1.0
+  assert video_qa.chance_level("video_qa/accuracy_blank_video", metrics) == 2 / 5
+  assert video_qa.chance_level("video_qa/num_questions", metrics) is None
 
 
 def test_first_word_question_types():

@@ -305,26 +305,63 @@ def test_label():
   assert out["label"] == -1 and out["label_valid"] == 0
 
 
-def test_answer_ids_out_of_vocabulary_and_draws():
+def test_questions_ids_out_of_vocabulary_padding_and_draws():
   vocab = ["one", "two", "three", "red"]
-  out = _eager_and_mapped([ops.Answer(vocab)], _features())
-  assert out["question"] == b"how many objects?" and out["answer"] == 2
-  assert out["answer_valid"] == 1
-  out = _eager_and_mapped([ops.Answer({"three": 7, "purple": 0})], _features())
-  assert out["answer"] == 7
-  # "purple" is not in the vocabulary: id -1, and the question still counts.
-  drawn = {}
-  for out in _per_index(
-    [ops.Answer(vocab, sample=True, train=True, seed=5)], _features(), range(12)
-  ):
-    drawn[out["question"]] = (int(out["answer"]), int(out["answer_valid"]))
-  assert drawn == {b"how many objects?": (2, 1), b"what colour is the square?": (-1, 1)}
-  out = _eager_and_mapped(
-    [ops.Answer(vocab, sample=True, train=True)], _features(qa_question=[], qa_answer=[])
+  q0, q1 = b"how many objects?", b"what colour is the square?"
+  # S < Q: the first question in record order.
+  out = _eager_and_mapped([ops.Questions(vocab, 1)], _features())
+  assert out["question"].tolist() == [q0] and out["answer"].tolist() == [2]
+  assert out["answer_valid"].tolist() == [1] and out["answer"].dtype == np.int32
+  # S > Q: both questions, then padding. "purple" is not in the vocabulary: id -1, and the
+  # question still counts (answer_valid 1).
+  out = _eager_and_mapped([ops.Questions(vocab, 3)], _features())
+  assert out["question"].tolist() == [q0, q1, b""]
+  assert out["answer"].tolist() == [2, -1, -1] and out["answer_valid"].tolist() == [1, 1, 0]
+  out = _eager_and_mapped([ops.Questions({"three": 7, "purple": 0}, 2)], _features())
+  assert out["answer"].tolist() == [7, 0] and out["answer_valid"].tolist() == [1, 1]
+  # Static shapes [S], inside tf.data too.
+  ds = tf.data.Dataset.from_tensors(_features()).map(
+    ops.Questions(vocab, 3, sample=True, train=True)
   )
-  assert (out["question"], out["answer"], out["answer_valid"]) == (b"", -1, 0)
+  assert all(ds.element_spec[k].shape == [3] for k in ops.Questions.writes)
+  # Draws without replacement: four questions, three slots; no question twice in a clip, and
+  # over many stream indices every question is drawn, always with its own answer.
+  questions = [f"q{i}" for i in range(4)]
+  features = _features(qa_question=questions, qa_answer=["one", "two", "three", "blue"])
+  expected = {b"q0": 0, b"q1": 1, b"q2": 2, b"q3": -1}
+  op = ops.Questions(vocab, 3, sample=True, train=True, seed=5)
+  drawn, orders = set(), set()
+  for out in _per_index([op], features, range(24)):
+    picked = out["question"].tolist()
+    assert len(set(picked)) == 3 and out["answer_valid"].tolist() == [1, 1, 1]
+    assert out["answer"].tolist() == [expected[q] for q in picked]
+    drawn.update(picked)
+    orders.add(tuple(picked))
+  assert drawn == set(expected) and len(orders) > 1
+  # S > Q when sampling: a permutation of both questions, then padding.
+  for out in _per_index([ops.Questions(vocab, 3, sample=True, train=True)], _features(), range(8)):
+    assert sorted(out["question"].tolist()[:2]) == [q0, q1] and out["question"][2] == b""
+    assert out["answer_valid"].tolist() == [1, 1, 0]
+  # Same seed and index, same draw; sample without train is the first questions.
+  first_draw, again = (_per_index([op], features, [3])[0]["question"] for _ in range(2))
+  np.testing.assert_array_equal(first_draw, again)
+  out = _eager_and_mapped([ops.Questions(vocab, 2, sample=True)], features)
+  assert out["question"].tolist() == [b"q0", b"q1"]
+  # A record without QA: all padding.
+  out = _eager_and_mapped(
+    [ops.Questions(vocab, 2, sample=True, train=True)], _features(qa_question=[], qa_answer=[])
+  )
+  assert out["question"].tolist() == [b"", b""]
+  assert out["answer"].tolist() == [-1, -1] and out["answer_valid"].tolist() == [0, 0]
+  assert ops.Questions({"a": 4, "b": 1}, 1).vocab_size == 5
   with pytest.raises(ValueError, match="repeats"):
-    ops.Answer(["one", "one"])
+    ops.Questions(["one", "one"], 2)
+  with pytest.raises(ValueError, match="num_questions"):
+    ops.Questions(vocab, 0)
+  with pytest.raises(ValueError, match="empty"):
+    ops.Questions([], 1)
+  with pytest.raises(ValueError, match=">= 0"):
+    ops.Questions({"a": -1}, 1)
 
 
 def test_caption_id_hashes_the_caption_before_a_draw():
@@ -403,7 +440,7 @@ def test_make_dataset_from_ops_composes_every_op_and_pads_the_last_batch(tokeniz
     ops.Caption(),
     ops.Label(),
     ops.Segments(3),
-    ops.Answer(["three", "two"]),
+    ops.Questions(["three", "two"], 2),
     ops.Boxes(3),
     ops.Masks(24, 3),
   ]
@@ -438,7 +475,14 @@ def test_make_dataset_from_ops_composes_every_op_and_pads_the_last_batch(tokeniz
   }
   assert first["video"].shape == (2, 4, 24, 24, 3)
   assert first["label"].tolist() == [3, -1] and first["label_valid"].tolist() == [1, 0]
-  assert first["answer"].tolist() == [0, -1] and first["answer_valid"].tolist() == [1, 1]
+  # Clip 0: "three" (id 0) and "purple" (out of vocabulary); clip 1: one question, then padding.
+  assert first["answer"].tolist() == [[0, -1], [-1, -1]]
+  assert first["answer_valid"].tolist() == [[1, 1], [1, 0]]
+  assert first["answer"].dtype == np.int32 and first["answer_valid"].dtype == np.int32
+  assert first["question_tokens"].shape == first["question_mask"].shape == (2, 2, 8)
+  tokens, mask = tokenizer.encode(["how many objects?", "what colour is the square?", "q", ""], 8)
+  np.testing.assert_array_equal(first["question_tokens"].reshape(4, 8), tokens)
+  np.testing.assert_array_equal(first["question_mask"].reshape(4, 8), mask)
   assert first["segments"][0].tolist() == [[0, 1], [1, 3], [0, 0]]
   assert first["object_masks"][0, 0, 6, 4] == 1
   # Three clips in batches of 2: the last batch repeats clip 2 as padding (valid 0).

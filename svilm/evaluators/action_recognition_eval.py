@@ -55,14 +55,8 @@ class ActionRecognitionEvaluator:
     self._config, self._mesh, self._prefix = config, mesh, prefix
     self._files = list(eval_files)
     self._views = views_op(config)
-    self._predict = sharding.MeshJit(
-      jax.jit(
-        functools.partial(_view_logits, model=model),
-        in_shardings=(params_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh),
-      ),
-      mesh,
-      sharding.rules(config),
+    self._predict = sharding.jit_evaluation(
+      functools.partial(_view_logits, model=model), config, mesh, params_shardings, [True]
     )
 
   def _dataset(self):

@@ -72,14 +72,12 @@ class PretrainEvaluator:
     # metric, are the same for any number of hosts and devices.
     self._files = list(eval_files)
     self._tokenizer = tokenizer
-    self._predict = sharding.MeshJit(
-      jax.jit(
-        functools.partial(_predict, model=model, config=config),
-        in_shardings=(params_shardings, sharding.batch_sharding(mesh), None),
-        out_shardings=sharding.replicated(mesh),
-      ),
+    self._predict = sharding.jit_evaluation(
+      functools.partial(_predict, model=model, config=config),
+      config,
       mesh,
-      sharding.rules(config),
+      params_shardings,
+      [True, False],
     )
 
   def _dataset(self):

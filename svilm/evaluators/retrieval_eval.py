@@ -92,14 +92,8 @@ class RetrievalEvaluator:
     self._config, self._mesh, self._tokenizer = config, mesh, tokenizer
     self._files = list(eval_files)
     self._distinct = distinct_captions
-    jit = lambda fn: sharding.MeshJit(
-      jax.jit(
-        functools.partial(fn, model=model),
-        in_shardings=(params_shardings, sharding.batch_sharding(mesh)),
-        out_shardings=sharding.replicated(mesh),
-      ),
-      mesh,
-      sharding.rules(config),
+    jit = lambda fn: sharding.jit_evaluation(
+      functools.partial(fn, model=model), config, mesh, params_shardings, [True]
     )
     self._embed_videos, self._embed_texts = jit(_embed_videos), jit(_embed_texts)
     self._captions = read_captions(self._files, config.eval.max_clips)

@@ -2,7 +2,8 @@
 
 Baselines come from the results themselves: `<metric>_random` where an evaluator measured one
 (a random group token, a random split), else the chance level of ranking metrics
-(`retrieval.chance_level`) and of classification metrics (`classification.chance_level`).
+(`retrieval.chance_level`) and of classification metrics (`classification.chance_level`), and
+the majority-answer baseline of QA accuracy (`video_qa.chance_level`).
 `svilm.main` prints the table on stdout at the end of a run.
 """
 
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 from svilm.evaluators import classification
 from svilm.evaluators import retrieval
+from svilm.evaluators import video_qa
 
 
 def baseline(key: str, results: dict[str, float]) -> float | None:
   """The chance or random value to read `results[key]` against, or None if there is none."""
   if key + "_random" in results:
     return results[key + "_random"]
-  for chance_level in (retrieval.chance_level, classification.chance_level):
+  for chance_level in (retrieval.chance_level, classification.chance_level, video_qa.chance_level):
     if (level := chance_level(key, results)) is not None:
       return level
   return None

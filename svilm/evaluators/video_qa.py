@@ -12,6 +12,10 @@ Definitions (exact; the functions below implement them):
   accuracy per type  the same over the questions of each type (`question_type`).
   majority baseline  the accuracy of always answering the most frequent training answer
                      (the first vocabulary entry), over the same test questions.
+  majority per type  majority_baseline_<type>: the accuracy of always answering the most
+                     frequent training answer of the question's own type (ties by the answer
+                     string), over the test questions of that type: the prior a model that
+                     reads only the question's type reaches, the bar for accuracy_<type>.
 """
 
 from __future__ import annotations
@@ -55,15 +59,32 @@ def question_type(question: str, scheme: str) -> str:
   raise ValueError(f"question type scheme {scheme!r}: use 'shapesworld' or 'first_word'")
 
 
+def type_majority(
+  train_answers: Sequence[str], train_types: Sequence[str], vocabulary: Sequence[str]
+) -> dict[str, int]:
+  """{type: vocabulary index of the most frequent training answer of that type} (-1 when that
+  answer is outside the vocabulary)."""
+  by_type = collections.defaultdict(list)
+  for answer, kind in zip(train_answers, train_types, strict=True):
+    by_type[kind].append(answer)
+  return {
+    kind: int(answer_ids(answer_vocabulary(answers, 1), vocabulary)[0])
+    for kind, answers in by_type.items()
+  }
+
+
 def qa_metrics(
   predicted: np.ndarray,
   answers: np.ndarray,
   types: Sequence[str],
   prefix: str = "video_qa/",
+  majority_by_type: dict[str, int] | None = None,
 ) -> dict[str, float]:
   """{prefix}accuracy, {prefix}accuracy_<type> for each type present, {prefix}majority_baseline
-  and {prefix}num_questions, from predicted vocabulary indices and the true answers' indices
-  (`answer_ids`, -1 out of vocabulary). The majority answer is vocabulary entry 0."""
+  and {prefix}majority_baseline_<type>, and {prefix}num_questions, from predicted vocabulary
+  indices and the true answers' indices (`answer_ids`, -1 out of vocabulary). The majority
+  answer is vocabulary entry 0; that of each type is majority_by_type[type] (`type_majority`;
+  a type it lacks, or None, gives no majority_baseline_<type>)."""
   predicted, answers = np.asarray(predicted), np.asarray(answers)
   if predicted.shape != answers.shape or len(types) != len(answers):
     raise ValueError(f"{predicted.shape} predictions, {answers.shape} answers, {len(types)} types")
@@ -73,5 +94,20 @@ def qa_metrics(
   for name in sorted(set(types.tolist())):
     out[f"{prefix}accuracy_{name}"] = float(correct[types == name].mean())
   out[f"{prefix}majority_baseline"] = float(np.mean(answers == 0))
+  for name in sorted(set(types.tolist()) & set(majority_by_type or {})):
+    majority = majority_by_type[name]
+    hits = (answers[types == name] == majority) & (majority != OUT_OF_VOCABULARY)
+    out[f"{prefix}majority_baseline_{name}"] = float(np.mean(hits))
   out[f"{prefix}num_questions"] = float(len(answers))
   return out
+
+
+def chance_level(key: str, results: dict[str, float]) -> float | None:
+  """The baseline to read QA metric `key` of `results` against: the majority-answer baseline
+  (of its type for accuracy_<type>), or None for other keys."""
+  group, _, name = key.rpartition("/")
+  if name == "accuracy" or name == "accuracy_blank_video":
+    return results.get(f"{group}/majority_baseline")
+  if name.startswith("accuracy_"):
+    return results.get(f"{group}/majority_baseline_{name.removeprefix('accuracy_')}")
+  return None

@@ -119,7 +119,8 @@ def dense(
 
 
 class SelfAttention(nn.Module):
-  """Multi-head self-attention (param names as flax's MultiHeadDotProductAttention).
+  """Multi-head self-attention (param names as flax's MultiHeadDotProductAttention); with
+  `context`, cross-attention (queries from x, keys and values from context).
 
   The key projection has no bias: a key bias adds q.b_k to every logit of a
   query's row, which the softmax over keys cancels, so its gradient is exactly
@@ -138,14 +139,21 @@ class SelfAttention(nn.Module):
   kernel_init: Callable = DEFAULT_KERNEL_INIT
 
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, *, train: bool) -> Array:
-    """x [..., L, D]; mask broadcastable to [..., heads, L, L] (True = attend)."""
+  def __call__(
+    self, x: Array, mask: Array | None = None, *, train: bool, context: Array | None = None
+  ) -> Array:
+    """x [..., L, D]; context [..., N, D] (default: x), its leading dims broadcast against x's
+    (e.g. [B, 1, N, D] keys for [B, S, L, D] queries: projected once, not S times); mask
+    broadcastable to [..., heads, L, N] (True = attend)."""
     d = x.shape[-1]
     if d % self.num_heads:
       raise ValueError(f"Width {d} is not divisible by {self.num_heads} heads.")
     head_dim = d // self.num_heads
+    context = x if context is None else context
+    if context.shape[-1] != d:
+      raise ValueError(f"context width {context.shape[-1]} differs from the query width {d}")
 
-    def project(name: str, use_bias: bool) -> Array:
+    def project(name: str, use_bias: bool, inputs: Array) -> Array:
       return HeadsDense(
         (self.num_heads, head_dim),
         ("embed", "heads", "kv"),
@@ -153,11 +161,11 @@ class SelfAttention(nn.Module):
         dtype=self.dtype,
         kernel_init=self.kernel_init,
         name=name,
-      )(x)
+      )(inputs)
 
-    q = project("query", True) / jnp.sqrt(head_dim).astype(self.dtype)
-    k = project("key", False)
-    v = project("value", True)
+    q = project("query", True, x) / jnp.sqrt(head_dim).astype(self.dtype)
+    k = project("key", False, context)
+    v = project("value", True, context)
     logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)

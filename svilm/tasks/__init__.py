@@ -16,6 +16,7 @@ _REGISTRY = {
   "action_recognition": "svilm.tasks.action_recognition:ActionRecognitionTask",
   "pretrain": "svilm.tasks.pretrain:PretrainTask",
   "retrieval": "svilm.tasks.retrieval:RetrievalTask",
+  "video_qa": "svilm.tasks.video_qa:VideoQATask",
 }
 
 

@@ -22,14 +22,11 @@ data.shapesworld.max_phases=1, concurrent_prob=0), so each has exactly one actio
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from data_pipelines import input_pipeline
 from data_pipelines import ops
 from data_pipelines.shapesworld import text as shapesworld_text
 from svilm import configuration
@@ -143,10 +140,7 @@ class ActionRecognitionTask(base.Task):
   evaluator_types = ("heldout", "compositional")
 
   def build_evaluator(self, kind, config, data, *, model, mesh, params_shardings):
-    files, prefix = data.sources.eval_files, f"{self.name}/"
-    if kind == "compositional":
-      files = input_pipeline.list_shards(os.path.dirname(files[0]), "compositional")
-      prefix = f"{self.name}_compositional/"
+    files, prefix = self.evaluation_split(kind, data)
     return action_recognition_eval.ActionRecognitionEvaluator(
       config, model, mesh, params_shardings, files, prefix=prefix
     )

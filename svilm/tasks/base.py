@@ -14,6 +14,7 @@ What a task states:
   init_variables    model.init on a dummy batch (which arguments the model takes)
   loss_fn           (params, batch, rng) -> (scalar loss, {metric name: value}), pure, jit-able
   input_ops         the data_pipelines/ops.py ops that turn a record into that batch
+                    (train_ops: the training ones, when they need something read from the data)
   evaluators        the evaluators named in config.evals, each with `run(params) -> metrics`
   init_from_map     which checkpoint subtrees feed which model subtrees for config.init_from
 """
@@ -21,6 +22,7 @@ What a task states:
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable, Mapping, Protocol
 
 from flax import linen as nn
@@ -99,6 +101,11 @@ class Task:
     (data_pipelines/ops.py); built with this `train` and seed=config.seed."""
     raise NotImplementedError
 
+  def train_ops(self, config: ml_collections.ConfigDict, data: DataContext) -> tuple[list, list]:
+    """The training (example ops, batch ops): `input_ops(train=True)`. A task whose ops need
+    something read from the data first overrides this (video_qa: the answer vocabulary)."""
+    return self.input_ops(config, data.tokenizer, train=True)
+
   def train_dataset(
     self,
     config: ml_collections.ConfigDict,
@@ -108,10 +115,10 @@ class Task:
     process_index: int,
     process_count: int,
   ):
-    """This host's training batches: the task's input ops over the configured shards."""
+    """This host's training batches: the task's `train_ops` over the configured shards."""
     from svilm import data_setup  # data_setup imports the data pipeline; keep base light
 
-    example_ops, batch_ops = self.input_ops(config, data.tokenizer, train=True)
+    example_ops, batch_ops = self.train_ops(config, data)
     return data_setup.train_dataset(
       config,
       data.sources,
@@ -129,6 +136,18 @@ class Task:
 
   # The evaluator types config.evals may name for this task (see `build_evaluator`).
   evaluator_types: tuple[str, ...] = ()
+
+  def evaluation_split(self, kind: str, data: DataContext) -> tuple[list[str], str]:
+    """(files, metric prefix) of the split an evaluator of type `kind` reads: the held-out
+    split, "<name>/"; for "compositional", ShapesWorld's split of unseen colour-shape pairs
+    beside it, "<name>_compositional/"."""
+    files = data.sources.eval_files
+    if kind != "compositional":
+      return files, f"{self.name}/"
+    from data_pipelines import input_pipeline  # keep base light, as train_dataset does
+
+    compositional = input_pipeline.list_shards(os.path.dirname(files[0]), "compositional")
+    return compositional, f"{self.name}_compositional/"
 
   def build_evaluator(
     self,
