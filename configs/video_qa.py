@@ -21,8 +21,19 @@ video, so every question is answerable from it. Each training step reads 8 quest
 the compositional split (unseen colour-shape pairs), and again with a grey video
 (accuracy_blank_video: what the question alone gives).
 
-Answer vocabulary: the 1500 most frequent training answers (MSRVTT-QA practice); ShapesWorld
-has 25 distinct answers, so all of them.
+Answer vocabulary: the 1500 most frequent training answers (MSRVTT-QA practice); the default
+ShapesWorld's training questions have 26 distinct answers, so all of them.
+
+Hardware and runtime: a 2-core x86 CPU box (AMD EPYC), 400-430 s alone (600 steps of 32 clips
+with up to 8 questions each, start-up, compilation and both evaluations included).
+
+Measured on 2026-12-01 on that machine from the default pretraining run, held-out split (2914
+questions), 3 seeds each (mean, standard deviation):
+  pretrained     accuracy 0.535 (0.002): count 0.779, colour 0.743, shape 0.353, action 0.390;
+                 blank-video control 0.163; compositional 0.417 (shape 0.064)
+  random init    accuracy 0.309 (0.039)
+  majority answer 0.108 (per type: count 0.354, colour 0.141, shape 0.245, action 0.366)
+The whole table and what it shows: docs/tasks.md.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Answer vocabulary: the `video_qa.num_answers` (K) most frequent answers of the t
 split's questions (svilm/evaluators/video_qa.py `answer_vocabulary`), read from the training
 shards at start-up (only their QA lists are parsed) by every host alike, so it is the same
 everywhere and for every resume. The classifier always has K outputs: when the training
-answers are fewer than K (ShapesWorld has 25), the rest are never a target and are never
-predicted once training has pushed them down.
+answers are fewer than K (ShapesWorld's training split has 26), the rest are never a target
+and are never predicted once training has pushed them down.
 
 Training reads each clip once per step with up to `video_qa.train_questions` of its questions
 (drawn without replacement, ops.Questions): the video tower runs once for all of them.
