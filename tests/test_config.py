@@ -118,6 +118,35 @@ def test_task_checks_belong_to_the_task():
     retrieval.get_config("msrvt")
 
 
+@pytest.mark.parametrize(
+  "name, variant",
+  [
+    ("action_recognition", ""),
+    ("action_recognition", "finetune"),
+    ("action_recognition", "ucf101"),
+    ("action_recognition", "hmdb51,finetune"),
+    ("video_qa", ""),
+    ("video_qa", "msrvtt_qa"),
+    ("video_qa", "msvd_qa"),
+  ],
+)
+def test_every_downstream_variant_finalizes(name, variant):
+  """The variants CI does not train: each passes its task's checks (the real-data ones once
+  given their shards) at 8 devices."""
+  import importlib
+
+  module = importlib.import_module(f"configs.{name}")
+  config = module.get_config(variant)
+  if config[name].benchmark != "shapesworld":
+    with pytest.raises(configuration.ConfigError, match="--config.data.path=SHARD_DIR"):
+      _finalize(config.copy_and_resolve_references())
+    config.data.path = "/shards"
+  finalized = _finalize(config)
+  assert finalized.task == name
+  with pytest.raises(ValueError, match="Unknown variant"):
+    module.get_config("tinyy")
+
+
 def test_a_malformed_init_from_map_names_the_format():
   from svilm import tasks
   from svilm.trainers import trainer
