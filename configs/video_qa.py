@@ -24,7 +24,7 @@ the compositional split (unseen colour-shape pairs), and again with a grey video
 Answer vocabulary: the 1500 most frequent training answers (MSRVTT-QA practice); the default
 ShapesWorld's training questions have 26 distinct answers, so all of them.
 
-Hardware and runtime: a 2-core x86 CPU box (AMD EPYC), 400-430 s alone (600 steps of 32 clips
+Hardware and runtime: a 2-core x86 CPU box (AMD EPYC), 400-465 s alone (600 steps of 32 clips
 with up to 8 questions each, start-up, compilation and both evaluations included).
 
 Measured on 2026-12-01 on that machine from the default pretraining run, held-out split (2914
