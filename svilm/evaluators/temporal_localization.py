@@ -29,7 +29,9 @@ import json
 
 import numpy as np
 
-TIOU_THRESHOLDS = tuple(np.round(np.linspace(0.5, 0.95, 10), 2).tolist())
+# The official thresholds, bit for bit: np.linspace's 0.9 is 0.8999999999999999, which decides
+# a tIoU that lies between the two doubles (metric names print it as 0.9).
+TIOU_THRESHOLDS = tuple(np.linspace(0.5, 0.95, 10).tolist())
 
 
 def segment_tiou(segment: Sequence[float], candidates: np.ndarray) -> np.ndarray:
