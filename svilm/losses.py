@@ -23,6 +23,7 @@ from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from svilm.models import layers
 
@@ -270,6 +271,21 @@ def spatial_grounding_loss(
     "num_valid_nouns": count,
   }
   return loss, metrics
+
+
+def masked_classification_loss(
+  logits: jax.Array, labels: jax.Array, valid: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+  """(loss, accuracy) of logits [..., C] against integer labels [...], over the entries where
+  `valid` is true: the mean softmax cross-entropy and the fraction argmax-right (both 0 when
+  none is valid). Shared by the downstream classification tasks (action recognition, QA)."""
+  labels = jnp.where(valid, labels, 0)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  weights = valid.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(weights), 1.0)
+  loss = jnp.sum(losses * weights) / count
+  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * weights) / count
+  return loss, accuracy
 
 
 def total_loss(

@@ -236,3 +236,14 @@ def test_total_loss():
   assert losses.total_loss({"contrastive": 1.5}, {"spatial_grounding": 0.0}) == pytest.approx(1.5)
   with pytest.raises(ValueError, match="spatial_grouding"):
     losses.total_loss(terms, {"spatial_grouding": 1.0})
+
+
+def test_masked_classification_loss_skips_invalid_entries():
+  logits = jnp.log(jnp.array([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]]))
+  labels = jnp.array([0, 2, -1])  # the last one is invalid (e.g. out of vocabulary)
+  valid = jnp.array([True, True, False])
+  loss, accuracy = losses.masked_classification_loss(logits, labels, valid)
+  np.testing.assert_allclose(loss, (-np.log(0.5) - np.log(0.1)) / 2, rtol=1e-6)
+  assert float(accuracy) == 0.5  # right on the first, wrong on the second
+  loss, accuracy = losses.masked_classification_loss(logits, labels, jnp.zeros(3, bool))
+  assert float(loss) == 0.0 and float(accuracy) == 0.0

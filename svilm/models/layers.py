@@ -255,13 +255,13 @@ class MlpBlock(nn.Module):
 
 
 def padding_to_attention_mask(mask: Array) -> Array:
-  """Key-padding mask [B, L] (1 = real token) -> attention mask [B, 1, 1, L].
+  """Key-padding mask [..., L] (1 = real token) -> attention mask [..., 1, 1, L].
 
   Only keys are masked: rows of padded queries still attend to real tokens,
   and an all-padding row (a padded noun slot) attends uniformly, so every
   output stays finite.
   """
-  return mask.astype(bool)[:, None, None, :]
+  return mask.astype(bool)[..., None, None, :]
 
 
 def check_remat(name: str) -> None:

@@ -97,7 +97,7 @@ class QAFusion(nn.Module):
     )
     video = layers.layer_norm(self.dtype, name="video_layernorm", epsilon=_EPS)(video)
     video = video[:, None]  # [B, 1, N, D]: projected once per clip, shared by its S questions
-    mask = question_mask.astype(bool)[..., None, None, :]  # [B, S, 1, 1, L]
+    mask = layers.padding_to_attention_mask(question_mask)  # [B, S, 1, 1, L]
     x = question.astype(self.dtype)
     for i in range(self.num_layers):
       x = FusionLayer(self.num_heads, self.mlp_dim, self.dropout, self.dtype, name=f"layer_{i}")(

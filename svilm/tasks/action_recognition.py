@@ -25,12 +25,12 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import ml_collections
-import optax
 
 from data_pipelines import ops
 from data_pipelines.shapesworld import text as shapesworld_text
 from svilm import configuration
 from svilm import data_setup
+from svilm import losses
 from svilm.evaluators import action_recognition_eval
 from svilm.models import classifier
 from svilm.tasks import base
@@ -57,12 +57,7 @@ def compute_loss(params, batch, rng, *, model, config):
     rngs={"gumbel": gumbel_rng, "dropout": dropout_rng},
   )
   valid = (batch["label_valid"] == 1) & (batch["label"] >= 0)
-  labels = jnp.where(valid, batch["label"], 0)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  weights = valid.astype(jnp.float32)
-  count = jnp.maximum(jnp.sum(weights), 1.0)
-  loss = jnp.sum(losses * weights) / count
-  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * weights) / count
+  loss, accuracy = losses.masked_classification_loss(logits, batch["label"], valid)
   return loss, {"loss/classification": loss, "loss/total": loss, "train/accuracy": accuracy}
 
 

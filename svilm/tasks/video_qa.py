@@ -31,11 +31,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from data_pipelines import ops
 from svilm import configuration
 from svilm import data_setup
+from svilm import losses
 from svilm.evaluators import video_qa as qa_metrics
 from svilm.evaluators import video_qa_eval
 from svilm.models import video_qa as video_qa_model
@@ -59,17 +59,12 @@ def compute_loss(params, batch, rng, *, model, config):
     rngs={"gumbel": gumbel_rng, "dropout": dropout_rng},
   )  # [B, S, K]
   valid = (batch["answer_valid"] == 1) & (batch["answer"] >= 0)
-  labels = jnp.where(valid, batch["answer"], 0)
-  losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  weights = valid.astype(jnp.float32)
-  count = jnp.maximum(jnp.sum(weights), 1.0)
-  loss = jnp.sum(losses * weights) / count
-  accuracy = jnp.sum((jnp.argmax(logits, -1) == labels) * weights) / count
+  loss, accuracy = losses.masked_classification_loss(logits, batch["answer"], valid)
   return loss, {
     "loss/answer": loss,
     "loss/total": loss,
     "train/accuracy": accuracy,
-    "train/questions_per_clip": jnp.sum(weights) / logits.shape[0],
+    "train/questions_per_clip": jnp.sum(valid) / logits.shape[0],
   }
 
 
