@@ -55,6 +55,12 @@ class Entry:
   are the records' `action_labels` and `qa_question` / `qa_answer`; the files read here have
   neither. An entry with labels or QA pairs may have an empty caption (QA datasets have none):
   build_shards skips an entry for an empty caption only when it has neither.
+
+  `segments` are the timed actions of a temporal localization dataset (ActivityNet v1.3):
+  (start, end, class id, label) per segment, in seconds from the video's start with
+  0 <= start < end, written as the records' segment_* fields in frames (build_shards). None
+  (every other entry) writes no segments; a tuple, even an empty one (a test video without
+  annotations), marks a video of such a dataset, which is kept without caption or labels.
   """
 
   video: str
@@ -66,6 +72,7 @@ class Entry:
   captions: Tuple[str, ...] = ()
   action_labels: Tuple[int, ...] = ()
   qa: Tuple[Tuple[str, str], ...] = ()
+  segments: Optional[Tuple[Tuple[float, float, int, str], ...]] = None
 
 
 def _first(row: Dict[str, Any], *keys: str) -> Any:

@@ -19,15 +19,15 @@ and the settings, never on --workers. Written into --output:
                                         the questions and answers of entries with QA pairs)
 
 A bad entry (missing, empty, truncated or undecodable file, no video stream, no frame in its
-span, non-UTF-8 caption, an empty caption on an entry without action labels or QA pairs, a
-path leaving --video_root) is skipped and reported, never fatal; the command exits with
-status 1 only when more than --max_skipped_fraction of the entries were skipped. Rerunning
+span, non-UTF-8 caption, an empty caption on an entry without action labels, QA pairs or
+segments, a path leaving --video_root) is skipped and reported, never fatal; the command exits
+with status 1 only when more than --max_skipped_fraction of the entries were skipped. Rerunning
 into the same --output skips finished shards (no decoding) and redoes unfinished ones; other
 settings than the manifest's are an error naming them.
 
 `build` reads one annotation file; `build_entries` is the same build for entries made in memory
 by a dataset reader (data_pipelines/readers/), e.g. videos with several captions each, or
-with class labels or question-answer pairs.
+with class labels, question-answer pairs or timed action segments.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import math
 import multiprocessing
 import os
 import sys
@@ -184,6 +185,25 @@ def decode_clip(
   return frames, size[0], size[1]
 
 
+def segment_frames(
+  segments: Sequence[Sequence[Any]], offset: float, fps: float, num_frames: int
+) -> List[Tuple[int, int, int, str]]:
+  """(first, end, class id, label) in stored frames of each (start, end, class id, label)
+  segment in seconds: the frames whose sampling interval [k / fps, (k + 1) / fps) after
+  `offset` (the clip's start) overlaps the segment, i.e. first = floor((start - offset) * fps)
+  and end = max(first + 1, ceil((end - offset) * fps)), each product rounded to 6 decimals
+  first (so 0.7 s at 10 fps is 7, not 8), then clipped to [0, num_frames]. A segment wholly
+  outside the stored frames (before the clip or past the last frame, e.g. cut by max_frames)
+  is left out."""
+  out = []
+  for start, end, class_id, label in segments:
+    first = max(0, math.floor(round((start - offset) * fps, 6)))
+    last = min(num_frames, max(first + 1, math.ceil(round((end - offset) * fps, 6))))
+    if end > offset and first < last:
+      out.append((first, last, class_id, label))
+  return out
+
+
 def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
   """Writes one shard (a worker task of plain values); returns its manifest section."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -199,8 +219,15 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
       try:
         if entry["error"]:
           raise SkipClip(entry["error"])
-        if not (entry["caption"].strip() or entry["action_labels"] or entry["qa"]):
-          raise SkipClip("empty caption")  # a record needs some text or a label
+        # A record needs some text or a label; a localization video (segments not None) is
+        # kept without: a test video has neither.
+        if not (
+          entry["caption"].strip()
+          or entry["action_labels"]
+          or entry["qa"]
+          or entry["segments"] is not None
+        ):
+          raise SkipClip("empty caption")
         path = resolve_video(task["video_root"], entry["video"])
         jpegs, height, width = decode_clip(
           path,
@@ -214,6 +241,9 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
       except SkipClip as e:
         skipped.append([index, entry["id"], entry["video"], str(e)])
         continue
+      segments = segment_frames(
+        entry["segments"] or (), entry["start"] or 0.0, settings["fps"], len(jpegs)
+      )
       record = schema.VideoRecord(
         video_id=entry["id"],
         frames=jpegs,
@@ -229,6 +259,11 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
         action_labels=entry["action_labels"],
         qa_question=[question for question, _ in entry["qa"]],
         qa_answer=[answer for _, answer in entry["qa"]],
+        segment_start=[first for first, _, _, _ in segments],
+        segment_end=[end for _, end, _, _ in segments],
+        segment_caption=[label for _, _, _, label in segments],
+        segment_action=[class_id for _, _, class_id, _ in segments],
+        segment_object=[-1] * len(segments),
       )
       # deterministic=True sorts the context map keys, otherwise the bytes vary by process.
       writer.write(schema.to_sequence_example(record).SerializeToString(deterministic=True))
@@ -236,6 +271,21 @@ def _write_shard(task: Dict[str, Any]) -> Dict[str, Any]:
   final = os.path.join(task["output_dir"], name)
   os.replace(tmp_path, final)
   return dict(name=name, clips=clips, frames=frames, bytes=os.path.getsize(final), skipped=skipped)
+
+
+def _valid_segment(segment: Sequence[Any]) -> bool:
+  if len(segment) != 4:
+    return False
+  start, end, class_id, label = segment
+  numbers = all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in (start, end))
+  return (
+    numbers
+    and 0 <= start < end < math.inf
+    and isinstance(class_id, int)
+    and not isinstance(class_id, bool)
+    and class_id >= 0
+    and isinstance(label, str)
+  )
 
 
 def _write_json(path: str, value: Any) -> None:
@@ -358,16 +408,19 @@ def build_entries(
   all (captions[0] must be its caption); its nouns are those of `caption`, and with a
   tokenizer every caption is training text. An entry's `action_labels` and `qa` pairs are
   stored as the record's `action_labels` and `qa_question` / `qa_answer`; its questions and
-  answers are tokenizer training text too. Such an entry may have an empty caption (QA
-  datasets have none; its record then has caption "" and no nouns); an entry with neither
-  labels nor QA pairs is skipped for an empty caption.
+  answers are tokenizer training text too. An entry's `segments` (seconds) become the record's
+  segment_start / segment_end in stored frames (`segment_frames`), segment_action (class id),
+  segment_caption (label) and segment_object (-1); without segments these lists stay empty, so
+  such records keep their bytes. Such an entry may have an empty caption (QA datasets have
+  none; its record then has caption "" and no nouns); an entry with neither labels, QA pairs
+  nor segments (not None) is skipped for an empty caption.
 
   Returns a summary: clips, frames, skipped, total (entries), num_shards, shards_written (this
   call; 0 when everything was already done), skipped_fraction, ok (skipped_fraction <=
   max_skipped_fraction), skipped_path, manifest_path, tokenizer_path (or None) and line (the
   one-line report the CLI prints). Raises ValueError on bad arguments, no entries, an entry
   whose caption is not its captions[0], a label that is not an int >= 0, a QA pair that is
-  not two strings, a manifest with other settings, or a tokenizer.model not made by this
+  not two strings, a segment that is not (0 <= start < end, class id >= 0, label), a manifest with other settings, or a tokenizer.model not made by this
   split.
   """
   _check_knobs(num_shards, fps, short_side, max_frames, workers, jpeg_quality)
@@ -382,6 +435,11 @@ def build_entries(
       raise ValueError(f"entry {e.id!r}: action_labels {e.action_labels!r} are not ints >= 0")
     if not all(len(p) == 2 and all(isinstance(t, str) for t in p) for p in e.qa):
       raise ValueError(f"entry {e.id!r}: qa {e.qa!r} is not (question, answer) string pairs")
+    if not all(_valid_segment(s) for s in e.segments or ()):
+      raise ValueError(
+        f"entry {e.id!r}: segments {e.segments!r} are not (start, end, class id >= 0, label) "
+        "with 0 <= start < end seconds"
+      )
   settings = _settings(
     source,
     annotations_sha256,

@@ -288,6 +288,48 @@ def masked_classification_loss(
   return loss, accuracy
 
 
+def sigmoid_focal_loss(
+  logits: jax.Array, targets: jax.Array, alpha: float = 0.25, gamma: float = 2.0
+) -> jax.Array:
+  """Elementwise focal loss (Lin et al. 2017) of sigmoid logits against 0/1 targets:
+
+  p_t = p if y = 1 else 1 - p, with p = sigmoid(logit)
+  FL = -a_t (1 - p_t)^gamma log(p_t), a_t = alpha if y = 1 else 1 - alpha (alpha < 0: a_t = 1)
+
+  log(p_t) is computed as -softplus(-logit) (y = 1) or -softplus(logit) (y = 0): exact for
+  large logits, where log(sigmoid) would underflow. The caller sums and normalises.
+  """
+  targets = targets.astype(jnp.float32)
+  p = jax.nn.sigmoid(logits)
+  ce = targets * jax.nn.softplus(-logits) + (1 - targets) * jax.nn.softplus(logits)
+  p_t = targets * p + (1 - targets) * (1 - p)
+  loss = ce * (1 - p_t) ** gamma
+  if alpha >= 0:
+    loss = (targets * alpha + (1 - targets) * (1 - alpha)) * loss
+  return loss
+
+
+def segment_diou_loss(predicted: jax.Array, target: jax.Array) -> jax.Array:
+  """1 - distance-IoU of 1-D segments around a shared point (ActionFormer's regression loss),
+  elementwise over [..., 2].
+
+  Both are (distance to the start, distance to the end) >= 0 from one point, so the segments
+  are [-p0, p1] and [-t0, t1]; both contain the point, so they always overlap and GIoU would
+  equal IoU. DIoU adds the squared distance of the midpoints over the squared hull:
+    intersection = min(p0, t0) + min(p1, t1), union = p0 + p1 + t0 + t1 - intersection,
+    hull = max(p0, t0) + max(p1, t1), midpoint distance = ((p1 - p0) - (t1 - t0)) / 2,
+    loss = 1 - intersection / union + distance^2 / hull^2.
+  Identical segments give 0. Zero-length unions and hulls are guarded.
+  """
+  p0, p1 = predicted[..., 0], predicted[..., 1]
+  t0, t1 = target[..., 0], target[..., 1]
+  intersection = jnp.minimum(p0, t0) + jnp.minimum(p1, t1)
+  union = p0 + p1 + t0 + t1 - intersection
+  hull = jnp.maximum(p0, t0) + jnp.maximum(p1, t1)
+  distance = ((p1 - p0) - (t1 - t0)) / 2
+  return 1.0 - intersection / jnp.maximum(union, _EPS) + distance**2 / jnp.maximum(hull, _EPS) ** 2
+
+
 def total_loss(
   terms: Mapping[str, jax.Array],
   weights: Mapping[str, float] | None = None,

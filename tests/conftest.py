@@ -42,6 +42,8 @@ SLOWEST_MODULES = (
   "test_corrupt_checkpoint",
   "test_action_readers",
   "test_qa_readers",
+  "test_extract_features",
+  "test_temporal_localization_task",
   "test_cost_growth",
   "test_model_scaling",
   "test_train",

@@ -123,3 +123,27 @@ def test_compiler_options_variant_parsing():
   for text, message in (('{"x": 1}', "NAME=JSON"), ("a=[1]", "JSON object"), ("a={x}", "not JSON")):
     with pytest.raises(ValueError, match=message):
       compiler_options.parse_variant(text)
+
+
+def test_feature_extraction_benchmark_reports_every_figure(one_device_env, shapesworld_cache):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "benchmarks/feature_extraction.py",
+      "--config=configs/temporal_localization.py:tiny",
+      f"--config.data.shapesworld_dir={shapesworld_cache}",
+      "--videos=2",
+      "--repeats=1",
+    ],
+    cwd=REPO_ROOT,
+    env=one_device_env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  assert figures["windows"] == 18  # 2 videos of 48 frames: 9 windows of 16 frames every 4
+  for name in ("decode", "encode", "total"):
+    assert figures[f"{name}_windows_per_sec"] > 0, name
+  assert figures["decode_share_of_total"] > 0

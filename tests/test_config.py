@@ -128,6 +128,8 @@ def test_task_checks_belong_to_the_task():
     ("video_qa", ""),
     ("video_qa", "msrvtt_qa"),
     ("video_qa", "msvd_qa"),
+    ("temporal_localization", ""),
+    ("temporal_localization", "activitynet"),
   ],
 )
 def test_every_downstream_variant_finalizes(name, variant):

@@ -30,6 +30,33 @@ from svilm.models import video_encoder
 Array = Any
 
 
+def pool_clip_features(clip_features: Array, pooling: str) -> Array:
+  """clip_features [B, N_t, D] -> [B, N_t * D] ("concat") or [B, D] ("mean"), float32."""
+  clip_features = clip_features.astype(jnp.float32)
+  if pooling == "mean":
+    return jnp.mean(clip_features, axis=1)
+  if pooling == "concat":
+    return clip_features.reshape(clip_features.shape[0], -1)
+  raise ValueError(f"pooling={pooling!r}: use 'concat' or 'mean'")
+
+
+class PooledVideoFeatures(nn.Module):
+  """video [B, T, H, W, 3] -> the frozen encoder's pooled features (float32), in inference
+  mode: what svilm/extract_features.py writes for each window. Same parameter names as the
+  classifier's encoder (`video_encoder/...`), so a pretraining checkpoint maps one to one."""
+
+  video: dict
+  pooling: str = "mean"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.video_encoder = video_encoder.VideoEncoder(**{"dtype": self.dtype, **dict(self.video)})
+
+  def __call__(self, video: Array) -> Array:
+    _, inter = self.video_encoder(video, train=False)
+    return pool_clip_features(inter["clip_features"], self.pooling)
+
+
 class VideoClassifier(nn.Module):
   """video [B, T, H, W, 3] -> logits [B, num_classes] (float32)."""
 
@@ -45,12 +72,7 @@ class VideoClassifier(nn.Module):
   def features(self, video: Array, *, train: bool) -> Array:
     """[B, N_t * D] ("concat") or [B, D] ("mean") pooled video features (float32)."""
     _, inter = self.video_encoder(video, train=train)
-    clip_features = inter["clip_features"].astype(jnp.float32)  # [B, N_t, D]
-    if self.temporal_pooling == "mean":
-      return jnp.mean(clip_features, axis=1)
-    if self.temporal_pooling == "concat":
-      return clip_features.reshape(clip_features.shape[0], -1)
-    raise ValueError(f"temporal_pooling={self.temporal_pooling!r}: use 'concat' or 'mean'")
+    return pool_clip_features(inter["clip_features"], self.temporal_pooling)
 
   def __call__(self, video: Array, *, train: bool, encoder_train: bool | None = None) -> Array:
     encoder_train = train if encoder_train is None else encoder_train

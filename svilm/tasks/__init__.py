@@ -16,6 +16,7 @@ _REGISTRY = {
   "action_recognition": "svilm.tasks.action_recognition:ActionRecognitionTask",
   "pretrain": "svilm.tasks.pretrain:PretrainTask",
   "retrieval": "svilm.tasks.retrieval:RetrievalTask",
+  "temporal_localization": "svilm.tasks.temporal_localization:TemporalLocalizationTask",
   "video_qa": "svilm.tasks.video_qa:VideoQATask",
 }
 

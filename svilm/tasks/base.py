@@ -42,6 +42,11 @@ class Evaluator(Protocol):
   def run(self, params: Any) -> dict[str, float]: ...
 
 
+# An evaluator may also have `outputs() -> {file name: JSON-able value}`: files of its last run
+# (e.g. predictions in a benchmark's format) that the trainer writes into the workdir beside
+# eval_results.json, overwriting those of an earlier evaluation.
+
+
 @dataclasses.dataclass(frozen=True)
 class DataContext:
   """What the trainer resolved about the data before building the task's pipelines."""
@@ -195,6 +200,10 @@ class Scheduled:
 
   def run(self, params: Any) -> dict[str, float]:
     return self.evaluator.run(params)
+
+  def outputs(self) -> dict[str, Any]:
+    """The evaluator's files of its last run ({} for one without any)."""
+    return self.evaluator.outputs() if hasattr(self.evaluator, "outputs") else {}
 
 
 def validate_evals(config: ml_collections.ConfigDict, task: Task) -> None:

@@ -339,6 +339,9 @@ class _Run:
       self.ran_at[evaluator.name] = step
       self.writer.write_scalars(step, metrics)
       self.results.update(metrics)
+      if jax.process_index() == 0 and hasattr(evaluator, "outputs"):
+        for name, value in evaluator.outputs().items():
+          paths.write_json(os.path.join(self.workdir, name), value)
     if jax.process_index() == 0:
       path = os.path.join(self.workdir, "eval_results.json")
       paths.write_json(path, self.results, indent=2, sort_keys=True)
