@@ -93,7 +93,8 @@ def test_task_trains_resumes_evaluates_and_compiles(name, shapesworld_cache, tmp
 
 def test_an_unknown_task_is_an_error_listing_the_known_ones():
   with pytest.raises(
-    ValueError, match="known tasks: action_recognition, pretrain, retrieval, video_qa"
+    ValueError,
+    match="known tasks: action_recognition, pretrain, retrieval, temporal_localization, video_qa",
   ):
     tasks.get("pretrian")
 
