@@ -110,6 +110,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.scan_layers = False  # nn.scan over consecutive blocks (checkpoint layout!)
   config.model.temperature_init = 0.07
   config.model.learn_temperature = True
+  # Captions and prompted nouns through the text tower in one call (the same outputs), or two.
+  # One call pads the nouns to the caption length (12 -> 24 tokens here): 50% more text-tower
+  # tokens, and the default train step ran 11% slower on the 2-core CPU (docs/benchmarks.md),
+  # so two calls stay the default; one call is there for hardware where call count matters.
+  config.model.text_one_call = False
   config.model.video = ml_collections.ConfigDict(
     dict(
       patch_size=(2, 16, 16),  # tubelet t, h, w (?)
@@ -124,6 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       hard_assignment=True,
       gumbel_noise=True,
       gumbel_temperature=1.0,
+      attention_query_chunk=0,  # > 0: attention memory bounded by chunks of queries
     )
   )
   config.model.text = ml_collections.ConfigDict(
@@ -146,11 +152,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.temporal_temperature = 0.1  # (?)
   config.loss.temporal_kind = "mse"  # or "bce" (?)
   config.loss.grounding_assign_temperature = 0.1  # tau_g (?)
+  # Under cut-and-paste, clip j whose background came from clip i holds part of what caption
+  # i's nouns name: drop those (noun of caption i, clip j) pairs from L_grounding's negatives.
+  # False keeps them, as the paper's formula does (docs/losses_and_metrics.md).
+  config.loss.grounding_exclude_background = True
 
   config.cut_and_paste = ml_collections.ConfigDict()
   config.cut_and_paste.enabled = True
   config.cut_and_paste.min_span = 1  # in temporal token positions
   config.cut_and_paste.max_span = -1  # -1: num_positions - 1
+  # Where a clip's background comes from: "local", the other clips on the same device (no
+  # video crosses devices; each device's share of the batch and micro-batch needs >= 2
+  # clips), or "global", the whole batch (all-gathers the video batch to every device).
+  config.cut_and_paste.background = "local"
 
   config.optim = ml_collections.ConfigDict()
   config.optim.learning_rate = 1e-3
@@ -173,6 +187,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 64
   config.eval.max_clips = 512  # held-out clips read (0: the whole split)
   config.eval.seed = 1234  # cut-and-paste and random baselines in eval
+  # Figures of the first clips at each evaluation (grounding maps, cut-and-paste similarity;
+  # svilm/evaluators/figures.py), to TensorBoard and WORKDIR/figures/; 0: none.
+  config.eval.num_figures = 4
 
   # Device mesh (data, fsdp, model) and the logical-axis rules that place parameters on it;
   # one size may be -1 (the remaining devices). See svilm/sharding.py and docs/pretraining.md.
@@ -201,4 +218,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.optim.warmup_steps = 2
     config.eval.batch_size = 16
     config.eval.max_clips = 32
+    # 8 clips on the tests' 8 fake devices is one per device: no local background to draw,
+    # and the tests compare sharded with single-device runs, which global draws keep equal.
+    config.cut_and_paste.background = "global"
   return config

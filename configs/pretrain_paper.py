@@ -83,6 +83,10 @@ def paper_config() -> ml_collections.ConfigDict:
       hard_assignment=True,
       gumbel_noise=True,
       gumbel_temperature=1.0,
+      # 3136 tokens per clip: the whole [12, 3136, 3136] float32 attention logits are 0.47 GB
+      # per clip and layer; in 8 chunks of 392 queries the recipe fits 16 GiB chips
+      # (docs/pretraining.md, "Fitting the paper recipe on a v5e-64").
+      attention_query_chunk=392,
     )
   )
   config.model.text = ml_collections.ConfigDict(

@@ -27,14 +27,17 @@ def model_flops_per_step(config: ml_collections.ConfigDict, batch_size: int | No
   """FLOPs of one train step as the model defines them, from XLA's cost analysis.
 
   The step is lowered (not compiled) for one device with layers unrolled, no
-  rematerialisation and no gradient accumulation: XLA counts the body of a loop (a scan over
-  layers or micro-batches) once, not once per iteration, and recomputation is not model work
+  rematerialisation, whole (not query-chunked) attention and no gradient accumulation: XLA
+  counts the body of a loop (a scan over layers, query chunks or micro-batches) once, not
+  once per iteration, and recomputation is not model work
   (MFU counts model FLOPs). `config` must be finalized; `batch_size` defaults to its global
   batch.
   """
   plain = ml_collections.ConfigDict(config.to_dict())
   plain.model.scan_layers = False
   plain.model.remat = "none"
+  if "attention_query_chunk" in plain.model.video:
+    plain.model.video.attention_query_chunk = 0  # a loop over query chunks: counted once
   plain.optim.grad_accum_steps = 1
   plain.mesh.data, plain.mesh.fsdp, plain.mesh.model = -1, 1, 1  # one device: no sharding
   ctx = trainer.setup(plain, devices=jax.devices()[:1], process_count=1)

@@ -81,13 +81,16 @@ def cut_and_paste(
   num_positions: int,
   min_span: int,
   max_span: int,
-) -> tuple[jax.Array, jax.Array]:
+  num_groups: int = 1,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Pastes a foreground span of each clip onto another clip of the batch.
 
   Temporal positions are the tubelet positions of the video encoder: with
   P = num_positions the T frames split into P equal runs, position k owning
-  frames [k*T/P, (k+1)*T/P). For each clip i, independently:
-    j_i   ~ uniform over {0..B-1} \\ {i}       (background clip)
+  frames [k*T/P, (k+1)*T/P). The batch splits into G = num_groups runs of
+  b = B / G consecutive clips (G = the data-parallel shards: each device's
+  clips; G = 1: the whole batch). For each clip i of run g, independently:
+    j_i   ~ uniform over the other clips of run g  (background clip)
     len_i ~ uniform over {min_span..max_span}  (inclusive)
     s_i   ~ uniform over {0..P-len_i}          (inclusive)
     fg_mask[i, k] = 1 if s_i <= k < s_i + len_i else 0
@@ -96,27 +99,39 @@ def cut_and_paste(
   clip keeps at least one background and one foreground position, so the
   centres of `temporal_grouping_loss` are always defined.
 
+  With G equal to the batch's data-parallel shards, every background comes
+  from the device that holds the clip: the gather is a per-shard gather along
+  the run axis, so XLA moves no video between devices. Drawing from the whole
+  batch (G = 1) all-gathers it to every device, B x T x H x W x C per device
+  per step, which does not shrink with more devices. G = 1 draws exactly as
+  before this option existed (same random numbers, same clips).
+
   Args:
     rng: a jax PRNG key.
-    video: [B, T, H, W, C], B >= 2, T divisible by num_positions.
+    video: [B, T, H, W, C], B / num_groups >= 2, T divisible by num_positions.
     num_positions: P, the number of temporal token positions.
     min_span: shortest foreground span in positions, >= 1.
     max_span: longest foreground span in positions, <= P - 1.
+    num_groups: G, the runs backgrounds are drawn within; divides B.
 
   Returns:
-    (mixed [B, T, H, W, C] same dtype as video, fg_mask [B, P] float32).
+    (mixed [B, T, H, W, C] same dtype as video, fg_mask [B, P] float32,
+    background [B] int32: j_i, the clip each background came from).
 
   Raises:
-    ValueError (at trace time) for B < 2, T not divisible by P, or spans
-    outside 1 <= min_span <= max_span <= P - 1.
+    ValueError (at trace time) for B / G < 2 or G not dividing B, T not
+    divisible by P, or spans outside 1 <= min_span <= max_span <= P - 1.
   """
   if video.ndim != 5:
     raise ValueError(f"video must be [B, T, H, W, C], got {video.shape}.")
   batch, frames = video.shape[:2]
-  if batch < 2:
+  if num_groups < 1 or batch % num_groups or batch // num_groups < 2:
     raise ValueError(
-      f"cut_and_paste needs a batch of at least 2 clips (a background must "
-      f"come from another clip), got batch size {batch}."
+      f"cut_and_paste draws backgrounds within {num_groups} runs of the batch of {batch}: "
+      "each needs at least 2 clips (a background must come from another clip) and the "
+      "runs must divide the batch. With local backgrounds (cut_and_paste.background="
+      "'local') that is >= 2 clips per data-parallel shard and micro-batch: raise "
+      "batch_size, or use cut_and_paste.background='global'."
     )
   if num_positions < 2 or frames % num_positions:
     raise ValueError(
@@ -133,17 +148,30 @@ def cut_and_paste(
     )
 
   rng_bg, rng_len, rng_start = jax.random.split(rng, 3)
-  # Offset in [1, B-1] from i: uniform over the other clips, never i itself.
-  offset = jax.random.randint(rng_bg, (batch,), 1, batch)
-  background = (jnp.arange(batch) + offset) % batch
+  run = batch // num_groups
+  # Offset in [1, b-1] from i within its run: uniform over the run's other clips.
+  offset = jax.random.randint(rng_bg, (batch,), 1, run)
+  within = (jnp.arange(batch) % run + offset) % run  # [B]: the background's place in the run
   length = jax.random.randint(rng_len, (batch,), min_span, max_span + 1)
   # randint's maxval broadcasts, so each clip gets its own start range.
   start = jax.random.randint(rng_start, (batch,), 0, num_positions - length + 1)
   pos = jnp.arange(num_positions)[None, :]
   fg = (pos >= start[:, None]) & (pos < (start + length)[:, None])  # [B, P]
   frame_fg = jnp.repeat(fg, frames // num_positions, axis=1)  # [B, T]
-  mixed = jnp.where(frame_fg[:, :, None, None, None], video, video[background])
-  return mixed, fg.astype(jnp.float32)
+  # [G, b, ...] gathered along b with G as a batch dimension: with the batch sharded over G
+  # devices, each gathers from its own clips only.
+  runs = video.reshape(num_groups, run, *video.shape[1:])
+  index = within.reshape(num_groups, run, *([1] * (video.ndim - 1)))
+  backgrounds = jnp.take_along_axis(runs, index, axis=1).reshape(video.shape)
+  mixed = jnp.where(frame_fg[:, :, None, None, None], video, backgrounds)
+  background = (jnp.arange(batch) // run) * run + within
+  return mixed, fg.astype(jnp.float32), background.astype(jnp.int32)
+
+
+def background_exclusions(background: jax.Array) -> jax.Array:
+  """[B, B] bool, True at (caption i, clip j) when clip j's cut-and-paste background is clip i
+  (background[j] == i): the pairs `spatial_grounding_loss(exclude=...)` drops."""
+  return background[None, :] == jnp.arange(background.shape[0])[:, None]
 
 
 def temporal_grouping_logits(
@@ -220,6 +248,7 @@ def spatial_grounding_loss(
   group_emb: jax.Array,
   assign_temperature: float,
   logit_scale: jax.Array | float,
+  exclude: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Inter-clip spatial grounding loss L_grounding.
 
@@ -234,6 +263,12 @@ def spatial_grounding_loss(
   and its gradient is 0. Group tokens that match no noun receive no direct
   penalty: nothing in the formula pushes them anywhere.
 
+  `exclude[i, j]` drops clip j from the negatives of caption i's nouns (its
+  logit leaves the softmax; the positive j = i is never dropped). Under
+  cut-and-paste, clip j whose background came from clip i holds part of what
+  noun k of caption i names, so it is no negative for it:
+  exclude[i, j] = (background[j] == i) removes those false negatives.
+
   Args:
     noun_emb: [B, K, E] noun phrase embeddings, L2-normalised.
     noun_valid: [B, K] 1 for real nouns, 0 for padding (bool or number).
@@ -241,6 +276,8 @@ def spatial_grounding_loss(
     assign_temperature: tau_g of the soft region assignment (unconfirmed in
       the paper; no value is given).
     logit_scale: scalar 1 / temperature of the InfoNCE.
+    exclude: optional [B, B] bool, caption i x clip j pairs that are not
+      negatives (see above); None keeps every pair.
 
   Returns:
     (loss, metrics) with 'noun_accuracy' = fraction of valid nouns whose own
@@ -258,6 +295,9 @@ def spatial_grounding_loss(
   logits = logit_scale * jnp.sum(attn * cos, axis=-1)  # [B_text, K, B_video]
   batch = noun_emb.shape[0]
   own = jnp.arange(batch)[:, None]  # [B, 1]: target clip of caption i.
+  if exclude is not None:
+    drop = exclude & (own != jnp.arange(batch)[None, :])  # never the positive
+    logits = jnp.where(drop[:, None, :], -jnp.inf, logits)
   positive = jnp.take_along_axis(logits, own[:, :, None], axis=2)[..., 0]
   ce = jax.nn.logsumexp(logits, axis=-1) - positive  # [B, K]
   valid = noun_valid.astype(jnp.float32)

@@ -146,6 +146,16 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES))
 
 
+def traced_batch_shards() -> int:
+  """`batch_shards` of the mesh in effect while a function is traced (jax.set_mesh, as
+  MeshJit sets it); 1 outside a mesh. Lets a loss draw within each device's part of the batch
+  (local cut-and-paste) without being told the mesh."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return 1
+  return math.prod(mesh.shape[a] for a in BATCH_AXES if a in mesh.shape)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 

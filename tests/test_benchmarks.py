@@ -147,3 +147,27 @@ def test_feature_extraction_benchmark_reports_every_figure(one_device_env, shape
   for name in ("decode", "encode", "total"):
     assert figures[f"{name}_windows_per_sec"] > 0, name
   assert figures["decode_share_of_total"] > 0
+
+
+def test_ab_step_benchmark_times_both_values(one_device_env):
+  result = subprocess.run(
+    [
+      sys.executable,
+      "benchmarks/ab_step.py",
+      "--config=configs/pretrain.py:tiny",
+      "--key=model.text_one_call",
+      "--values=false,true",
+      "--blocks=2",
+      "--steps=1",
+      "--warmup=0",
+    ],
+    cwd=REPO_ROOT,
+    env=one_device_env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  assert figures["ratio_to_first@false"] == 1.0
+  assert figures["step_time_ms@true"] > 0 and figures["ratio_to_first@true"] > 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,7 +74,7 @@ def test_cut_and_paste_structure():
   fn = jax.jit(losses.cut_and_paste, static_argnums=(2, 3, 4))
   seen_bg, seen_len = set(), set()
   for seed in range(40):
-    mixed, mask = fn(jax.random.key(seed), video, positions, 1, 3)
+    mixed, mask, background = fn(jax.random.key(seed), video, positions, 1, 3)
     mixed, mask = np.asarray(mixed), np.asarray(mask)
     assert mask.shape == (batch, positions) and mask.dtype == np.float32
     for i in range(batch):
@@ -86,6 +88,7 @@ def test_cut_and_paste_structure():
       assert np.all(src[frame_fg] == i)
       backgrounds = set(src[~frame_fg].tolist())
       assert len(backgrounds) == 1 and i not in backgrounds
+      assert backgrounds == {int(background[i])}  # the returned source is the real one
       seen_bg.add((i, backgrounds.pop()))
   # Every other clip is used as background and every span length occurs.
   assert seen_bg == {(i, j) for i in range(4) for j in range(4) if i != j}
@@ -96,14 +99,14 @@ def test_cut_and_paste_deterministic():
   video = _tagged_video(3, 6)
   a = losses.cut_and_paste(jax.random.key(7), video, 3, 1, 2)
   b = losses.cut_and_paste(jax.random.key(7), video, 3, 1, 2)
-  np.testing.assert_array_equal(a[0], b[0])
-  np.testing.assert_array_equal(a[1], b[1])
+  for x, y in zip(a, b):
+    np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize(
   "batch,frames,positions,lo,hi,match",
   [
-    (1, 8, 4, 1, 2, "batch size 1"),
+    (1, 8, 4, 1, 2, "batch of 1"),
     (2, 7, 4, 1, 2, "T=7"),
     (2, 8, 4, 0, 2, "min_span=0"),
     (2, 8, 4, 3, 2, "min_span=3"),
@@ -189,6 +192,72 @@ def test_spatial_grounding_hand_example():
   np.testing.assert_allclose(loss, 0.680610, atol=1e-5)
   np.testing.assert_allclose(metrics["noun_accuracy"], 1 / 3, rtol=1e-6)
   assert float(metrics["num_valid_nouns"]) == 3
+
+
+def test_spatial_grounding_excluded_pairs_leave_the_softmax():
+  # Caption 0 x clip 1 excluded: noun (1, 0) of caption 0 has only its own clip left, CE 0
+  # (and it is right); caption 1's nouns are unchanged (0.832769 wrong, 0.444597 right).
+  # loss = (0 + 0.832769 + 0.444597) / 3 = 0.425789. The diagonal is never excluded.
+  exclude = jnp.array([[True, True], [False, True]])
+  loss, metrics = losses.spatial_grounding_loss(_NOUNS, _VALID, _GROUPS, 1.0, 2.0, exclude=exclude)
+  np.testing.assert_allclose(loss, 0.425789, atol=1e-5)
+  np.testing.assert_allclose(metrics["noun_accuracy"], 2 / 3, rtol=1e-6)
+  grads = jax.grad(
+    lambda n: losses.spatial_grounding_loss(n, _VALID, _GROUPS, 1.0, 2.0, exclude=exclude)[0]
+  )(_NOUNS)
+  assert np.all(np.isfinite(grads))
+
+
+def test_background_exclusions_are_exactly_the_clips_pasted_on_the_nouns_clip():
+  # On tagged clips the background source of every mixed clip can be read off its frames:
+  # the mask must hold exactly the (i, j) with clip j's background frames from clip i.
+  batch, frames, positions = 6, 8, 4
+  video = _tagged_video(batch, frames)
+  for seed in range(10):
+    mixed, mask, background = losses.cut_and_paste(jax.random.key(seed), video, positions, 1, 3)
+    src = (np.asarray(mixed)[:, :, 0, 0, 0] // 100).astype(int)  # [B, T] source of each frame
+    frame_fg = np.repeat(np.asarray(mask), frames // positions, axis=1).astype(bool)
+    read = np.zeros((batch, batch), bool)
+    for j in range(batch):
+      for i in set(src[j][~frame_fg[j]].tolist()):
+        read[i, j] = True
+    np.testing.assert_array_equal(losses.background_exclusions(background), read)
+    assert read.sum() == batch and not np.any(np.diag(read))  # one background each, never own
+
+
+def test_local_cut_and_paste_stays_on_each_device():
+  # 16 clips over 8 fake devices, 2 per device: local backgrounds come from the device's other
+  # clip, and the compiled step moves no video between devices (no all-gather), while the
+  # global draw does gather.
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from svilm import sharding
+
+  mesh = jax.make_mesh(
+    (8, 1, 1), ("data", "fsdp", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 3
+  )  # as sharding.make_mesh builds it
+  batch, frames, positions = 16, 8, 4
+  video = jax.device_put(_tagged_video(batch, frames), NamedSharding(mesh, P(("data", "fsdp"))))
+
+  def cut(rng, clips, local):
+    groups = sharding.traced_batch_shards() if local else 1
+    return losses.cut_and_paste(rng, clips, positions, 1, 3, num_groups=groups)
+
+  for local in (True, False):
+    fn = jax.jit(functools.partial(cut, local=local))
+    with jax.set_mesh(mesh):
+      hlo = fn.lower(jax.random.key(0), video).compile().as_text()
+      for seed in range(10):
+        mixed, mask, background = fn(jax.random.key(seed), video)
+        src = np.asarray(mixed)[:, :, 0, 0, 0] // 100
+        device_of = lambda clip: clip // 2
+        if local:
+          np.testing.assert_array_equal(
+            device_of(np.asarray(background)), device_of(np.arange(batch))
+          )
+          assert np.all(device_of(src) == device_of(np.arange(batch))[:, None])
+    assert ("all-gather" in hlo) == (not local), local
 
 
 def test_spatial_grounding_padded_noun_ignored():

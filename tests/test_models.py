@@ -338,3 +338,41 @@ def test_l2_normalize_values_and_a_finite_gradient_at_zero():
   # The gradient through a norm at a zero vector is 0/0 = NaN; this form's is rsqrt(eps) I.
   grad = jax.grad(lambda v: layers.l2_normalize(v)[0])(jnp.zeros(2))
   np.testing.assert_allclose(grad, [1e6, 0.0], rtol=1e-5)
+
+
+def test_one_text_call_equals_two(model_and_params):
+  # Captions and nouns through one text-tower call give what two calls give: the embeddings
+  # and every real token's state (padding differs only in masked keys, so only rounding may).
+  model, variables = model_and_params
+  args = (_video(), *_text(1, (B, L)), *_text(2, (B, K, LN)))
+  one_call = svilm.SViLM(video=VIDEO_KW, text=TEXT_KW, embed_dim=8, text_one_call=True)
+  one, one_inter = one_call.apply(variables, *args, train=False)
+  two, two_inter = model.apply(variables, *args, train=False)
+  for key in ("text_emb", "noun_emb"):
+    np.testing.assert_allclose(one[key], two[key], rtol=1e-5, atol=1e-6, err_msg=key)
+  for key in ("text_tokens", "noun_tokens"):
+    assert one_inter[key].shape == two_inter[key].shape
+    np.testing.assert_allclose(one_inter[key], two_inter[key], rtol=1e-5, atol=1e-5, err_msg=key)
+  assert not model.text_one_call  # two calls are the default (the faster here)
+
+
+def test_query_chunked_attention_equals_full_attention():
+  # 10 queries in chunks of 4 (the last one padded) give the full attention's outputs and
+  # gradients, with and without a key-padding mask.
+  from svilm.models import layers
+
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 10, 8))
+  mask = layers.padding_to_attention_mask(jnp.ones((2, 10), jnp.int32).at[:, -3:].set(0))
+  full = layers.SelfAttention(num_heads=2)
+  chunked = layers.SelfAttention(num_heads=2, query_chunk=4)
+  params = full.init(jax.random.PRNGKey(1), x, train=False)
+  for m in (None, mask):
+    loss = lambda p, module, m=m: jnp.sum(module.apply(p, x, m, train=True) ** 2)
+    np.testing.assert_allclose(
+      chunked.apply(params, x, m, train=False), full.apply(params, x, m, train=False), atol=1e-6
+    )
+    for a, b in zip(
+      jax.tree.leaves(jax.grad(loss)(params, chunked)),
+      jax.tree.leaves(jax.grad(loss)(params, full)),
+    ):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -40,6 +40,20 @@ def _command(workdir, cache):
   )
 
 
+def _image_tags(workdir) -> list[str]:
+  """Tags of the image summaries in the workdir's TensorBoard events."""
+  import tensorflow as tf
+
+  tags = set()
+  for name in os.listdir(workdir):
+    if name.startswith("events.out.tfevents"):
+      for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+        for value in event.summary.value:
+          if value.metadata.plugin_data.plugin_name == "images":
+            tags.add(value.tag)
+  return sorted(tags)
+
+
 def _steps(workdir):
   path = os.path.join(workdir, "checkpoints")
   return sorted(int(d) for d in os.listdir(path) if d.isdigit()) if os.path.isdir(path) else []
@@ -65,6 +79,14 @@ def test_preempted_then_killed_run_resumes_to_the_same_results(
   assert reference["step"] == TOTAL_STEPS  # the step-6 evaluation was overwritten by the last
   assert _steps(full)[-1] == TOTAL_STEPS
   assert any(name.startswith("events.out.tfevents") for name in os.listdir(full))
+  # The figures of each evaluation (4 clips' grounding maps, one similarity panel), as PNGs
+  # and as TensorBoard images.
+  pngs = sorted(os.listdir(os.path.join(full, "figures")))
+  assert len(pngs) == 2 * 5 and "figures_grounding_0_000006.png" in pngs, pngs
+  assert "figures_cut_and_paste_similarity_000012.png" in pngs
+  assert set(_image_tags(full)) == {f"figures/grounding_{n}" for n in range(4)} | {
+    "figures/cut_and_paste_similarity"
+  }
   # The console: the final metrics on stdout beside their baselines, compilation logged on its
   # own, the resolved config in config.json (not as a log line).
   table = result.stdout.splitlines()

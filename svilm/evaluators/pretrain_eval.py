@@ -25,6 +25,7 @@ from svilm import configuration
 from svilm import data_setup
 from svilm import losses
 from svilm import sharding
+from svilm.evaluators import figures
 from svilm.evaluators import pointing
 from svilm.evaluators import retrieval
 from svilm.evaluators import temporal_grouping
@@ -46,7 +47,9 @@ def _predict(params, batch, rng, *, model, config):
   )
   cut = config.cut_and_paste
   positions = configuration.num_temporal_positions(config)
-  mixed, fg_mask = losses.cut_and_paste(rng, batch["video"], positions, cut.min_span, cut.max_span)
+  mixed, fg_mask, _ = losses.cut_and_paste(
+    rng, batch["video"], positions, cut.min_span, cut.max_span
+  )
   mixed_out, _ = model.apply(variables, mixed, train=False, method=model.encode_video)
   return {
     "video_emb": svilm_model.pool_video_embedding(video_out["clip_emb"], None),
@@ -79,6 +82,8 @@ class PretrainEvaluator:
       params_shardings,
       [True, False],
     )
+    self._figure_inputs: dict = {}  # frames and noun text of the first clips, for figures
+    self._images: dict = {}
 
   def _dataset(self):
     config = self._config
@@ -98,6 +103,12 @@ class PretrainEvaluator:
     base_rng = jax.random.PRNGKey(self._config.eval.seed)
     parts = []
     for i, local in enumerate(input_pipeline.as_numpy(self._dataset())):
+      if i == 0:
+        count = self._config.eval.num_figures
+        self._figure_inputs = {
+          "frames": local["video"][:count],
+          "names": [self._tokenizer.decode(n) for n in local["noun_tokens"][:count]],
+        }
       batch = sharding.to_global(local, self._mesh)
       out = self._predict(params, batch, jax.random.fold_in(base_rng, i))
       annotations = {
@@ -138,4 +149,34 @@ class PretrainEvaluator:
         p["mixed_clip_emb"], p["text_emb"], p["fg_mask"], rng
       )
     )
+    self._images = self._figures(p, grid)
     return {k: float(v) for k, v in results.items()}
+
+  def _figures(self, p: dict, grid) -> dict[str, np.ndarray]:
+    """The paper's Figure 4 for the first eval.num_figures clips (one image each) and its
+    Figures 2 / 5 for their cut-and-paste versions (one image); {} when num_figures is 0."""
+    count = len(self._figure_inputs.get("frames", ()))
+    if not count:
+      return {}
+    images = {
+      f"figures/grounding_{n}": figures.grounding_figure(
+        self._figure_inputs["frames"][n],
+        p["soft_assignment"][n],
+        grid,
+        p["noun_emb"][n],
+        p["noun_valid"][n],
+        p["group_emb"][n],
+        p["noun_boxes"][n],
+        p["noun_visible"][n],
+        names=self._figure_inputs["names"][n],
+      )
+      for n in range(count)
+    }
+    images["figures/cut_and_paste_similarity"] = figures.similarity_figure(
+      p["mixed_clip_emb"][:count], p["fg_mask"][:count]
+    )
+    return images
+
+  def images(self) -> dict[str, np.ndarray]:
+    """The figures of the last run: {name: uint8 [H, W, 3]} (see svilm/evaluators/figures.py)."""
+    return self._images

@@ -137,6 +137,9 @@ class SelfAttention(nn.Module):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   kernel_init: Callable = DEFAULT_KERNEL_INIT
+  # > 0: queries in chunks of this many, one chunk's [heads, chunk, N] logits at a time, each
+  # chunk rematerialised in the backward pass (see `_chunked_attention`); 0: all at once.
+  query_chunk: int = 0
 
   @nn.compact
   def __call__(
@@ -166,12 +169,19 @@ class SelfAttention(nn.Module):
     q = project("query", True, x) / jnp.sqrt(head_dim).astype(self.dtype)
     k = project("key", False, context)
     v = project("value", True, context)
-    logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
-    y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    length = q.shape[-3]
+    query_independent = mask is None or mask.shape[-2] == 1
+    if (
+      self.query_chunk
+      and length > self.query_chunk
+      and query_independent
+      and not (train and self.dropout)
+    ):
+      y = _chunked_attention(q, k, v, mask, self.query_chunk, self.dtype)
+    else:
+      weights = _attention_weights(q, k, mask, self.dtype)
+      weights = nn.Dropout(self.dropout)(weights, deterministic=not train)
+      y = jnp.einsum("...hqk,...khd->...qhd", weights, v)
     return HeadsDense(
       (d,),
       ("heads", "kv", "embed"),
@@ -180,6 +190,43 @@ class SelfAttention(nn.Module):
       kernel_init=self.kernel_init,
       name="out",
     )(y)
+
+
+def _attention_weights(q: Array, k: Array, mask: Array | None, dtype: Dtype) -> Array:
+  """softmax_k(q . k) [..., heads, Lq, N], the logits and the softmax in float32."""
+  logits = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
+  if mask is not None:
+    logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+  return jax.nn.softmax(logits, axis=-1).astype(dtype)
+
+
+def _chunked_attention(
+  q: Array, k: Array, v: Array, mask: Array | None, chunk: int, dtype: Dtype
+) -> Array:
+  """Attention of q [..., L, h, d] over k, v [..., N, h, d], `chunk` queries at a time.
+
+  Every query's softmax runs over all N keys, exactly as without chunks (rows of the
+  attention matrix are independent), but only one chunk's [..., h, chunk, N] logits and
+  weights exist at a time, and `jax.checkpoint` recomputes them in the backward pass instead
+  of keeping them: at the paper's 3136 video tokens per clip the full float32 logits are
+  0.47 GB per clip and layer. The mask must not depend on the query (a key-padding mask or
+  None). L is padded to a multiple of `chunk`; the padding queries are dropped.
+  """
+  length = q.shape[-3]
+  count = -(-length // chunk)
+  pad = count * chunk - length
+  if pad:
+    q = jnp.pad(q, [(0, 0)] * (q.ndim - 3) + [(0, pad), (0, 0), (0, 0)])
+  # [count, ..., chunk, h, d]: the chunk index leads, for lax.map.
+  chunks = jnp.moveaxis(q.reshape(*q.shape[:-3], count, chunk, *q.shape[-2:]), -4, 0)
+
+  @jax.checkpoint
+  def one(q_chunk):
+    weights = _attention_weights(q_chunk, k, mask, dtype)
+    return jnp.einsum("...hqk,...khd->...qhd", weights, v)
+
+  out = jnp.moveaxis(jax.lax.map(one, chunks), 0, -4)  # [..., count, chunk, h, d]
+  return out.reshape(*out.shape[:-4], count * chunk, *out.shape[-2:])[..., :length, :, :]
 
 
 class HeadsDense(nn.Module):

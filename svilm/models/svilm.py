@@ -115,6 +115,11 @@ class SViLM(nn.Module):
     temperature_init: initial softmax temperature tau; logit scale = 1/tau.
     learn_temperature: learn log(1/tau) (param 'log_logit_scale') or keep it
       fixed at log(1/temperature_init).
+    text_one_call: encode captions and prompted nouns in one text-tower call
+      (`encode_captions_and_nouns`), or in two. The same outputs (to float
+      rounding; exactly the same function without dropout). One call runs
+      fewer, larger matmuls but pads the nouns to the caption length, so it
+      computes more (11% slower steps on a 2-core CPU; docs/benchmarks.md).
     dtype: compute dtype of both towers unless the mappings set their own
       'dtype'; params are float32.
   """
@@ -124,6 +129,7 @@ class SViLM(nn.Module):
   embed_dim: int = 256
   temperature_init: float = 0.07
   learn_temperature: bool = True
+  text_one_call: bool = False
   dtype: Dtype = jnp.float32
 
   def setup(self):
@@ -200,13 +206,46 @@ class SViLM(nn.Module):
         [B, L, D_text] and 'noun_tokens' [B, K, Ln, D_text].
     """
     outputs, inter = self.encode_video(video, train=train)
-    text_emb, text_inter = self.encode_text(text_tokens, text_mask, train=train)
-    noun_emb, noun_inter = self.encode_text(noun_tokens, noun_mask, train=train)
+    if self.text_one_call:
+      (text_emb, text_states), (noun_emb, noun_states) = self.encode_captions_and_nouns(
+        text_tokens, text_mask, noun_tokens, noun_mask, train=train
+      )
+    else:
+      text_emb, text_inter = self.encode_text(text_tokens, text_mask, train=train)
+      noun_emb, noun_inter = self.encode_text(noun_tokens, noun_mask, train=train)
+      text_states, noun_states = text_inter["tokens"], noun_inter["tokens"]
     outputs = {
       **outputs,
       "text_emb": text_emb,
       "noun_emb": noun_emb,
       "logit_scale": self.logit_scale(),
     }
-    inter = {**inter, "text_tokens": text_inter["tokens"], "noun_tokens": noun_inter["tokens"]}
+    inter = {**inter, "text_tokens": text_states, "noun_tokens": noun_states}
     return outputs, inter
+
+  def encode_captions_and_nouns(
+    self, text_tokens: Array, text_mask: Array, noun_tokens: Array, noun_mask: Array, *, train: bool
+  ) -> tuple[tuple[Array, Array], tuple[Array, Array]]:
+    """Captions [B, L] and nouns [B, K, Ln] through one text-tower call: ((text_emb [B, E],
+    text states [B, L, D]), (noun_emb [B, K, E], noun states [B, K, Ln, D])).
+
+    Each example's caption and its K nouns are padded to max(L, Ln) (padded keys are masked,
+    so nothing changes) and stacked as 1 + K consecutive rows, [B * (1 + K), max(L, Ln)]: the
+    rows of one example stay together, so a batch sharded over devices stays where it is.
+    """
+    (batch, length), (_, k, noun_length) = text_tokens.shape, noun_tokens.shape
+    width = max(length, noun_length)
+
+    def rows(x, n):  # [B, R, n] -> [B, R, width], zeros after n
+      return jnp.pad(x, [(0, 0), (0, 0), (0, width - n)])
+
+    tokens = jnp.concatenate(
+      [rows(text_tokens[:, None], length), rows(noun_tokens, noun_length)], 1
+    )
+    mask = jnp.concatenate([rows(text_mask[:, None], length), rows(noun_mask, noun_length)], 1)
+    emb, inter = self.encode_text(
+      tokens.reshape(batch * (1 + k), width), mask.reshape(batch * (1 + k), width), train=train
+    )
+    emb = emb.reshape(batch, 1 + k, -1)
+    states = inter["tokens"].reshape(batch, 1 + k, width, -1)
+    return (emb[:, 0], states[:, 0, :length]), (emb[:, 1:], states[:, 1:, :noun_length])

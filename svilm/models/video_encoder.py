@@ -147,6 +147,10 @@ class VideoEncoder(nn.Module):
       nn.scan: program size and compile time stop growing with depth, the
       computation is the same, but params use the scanned layout (module
       docstring). Needed for remat to save memory on XLA:CPU.
+    attention_query_chunk: > 0 computes each block's self-attention that many
+      queries at a time, rematerialised per chunk (layers.SelfAttention): the
+      same outputs, without the [heads, N, N] float32 logits of a whole clip
+      (0.47 GB per clip and layer at 3136 tokens); 0 computes them at once.
     dtype: compute dtype; params are float32.
   """
 
@@ -164,6 +168,8 @@ class VideoEncoder(nn.Module):
   gumbel_temperature: float = 1.0
   remat: str = "none"
   scan_layers: bool = False
+  # Queries per attention chunk (layers.SelfAttention); 0: the whole [N, N] attention at once.
+  attention_query_chunk: int = 0
   dtype: Dtype = jnp.float32
 
   def grid_shape(self, video_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -215,7 +221,12 @@ class VideoEncoder(nn.Module):
     groups = jnp.broadcast_to(groups.astype(self.dtype)[None], (batch, self.num_groups, self.width))
 
     block = functools.partial(
-      vit.EncoderBlock, self.num_heads, self.mlp_dim, self.dropout, self.dtype
+      vit.EncoderBlock,
+      self.num_heads,
+      self.mlp_dim,
+      self.dropout,
+      self.dtype,
+      query_chunk=self.attention_query_chunk,
     )
     # (param name, scan length or None, 1-based index of its last block).
     if self.scan_layers:

@@ -133,13 +133,14 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  query_chunk: int = 0  # layers.SelfAttention's: > 0 bounds the attention's memory
 
   @nn.compact
   def __call__(self, x: Array, mask: Array | None = None, *, train: bool) -> Array:
     y = layers.layer_norm(self.dtype, name="ln_attn")(x)
-    y = layers.SelfAttention(self.num_heads, self.dropout, self.dtype, name="attention")(
-      y, mask, train=train
-    )
+    y = layers.SelfAttention(
+      self.num_heads, self.dropout, self.dtype, query_chunk=self.query_chunk, name="attention"
+    )(y, mask, train=train)
     x = x + nn.Dropout(self.dropout)(y, deterministic=not train)
     y = layers.layer_norm(self.dtype, name="ln_mlp")(x)
     return x + layers.MlpBlock(self.mlp_dim, self.dropout, self.dtype, name="mlp")(y, train=train)

@@ -44,7 +44,9 @@ class Evaluator(Protocol):
 
 # An evaluator may also have `outputs() -> {file name: JSON-able value}`: files of its last run
 # (e.g. predictions in a benchmark's format) that the trainer writes into the workdir beside
-# eval_results.json, overwriting those of an earlier evaluation.
+# eval_results.json, overwriting those of an earlier evaluation; and `images() -> {name: uint8
+# [H, W, 3]}`: figures of its last run, which the trainer writes to TensorBoard and as
+# WORKDIR/figures/<name>_<step>.png.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +206,10 @@ class Scheduled:
   def outputs(self) -> dict[str, Any]:
     """The evaluator's files of its last run ({} for one without any)."""
     return self.evaluator.outputs() if hasattr(self.evaluator, "outputs") else {}
+
+  def images(self) -> dict[str, Any]:
+    """The evaluator's figures of its last run ({} for one without any)."""
+    return self.evaluator.images() if hasattr(self.evaluator, "images") else {}
 
 
 def validate_evals(config: ml_collections.ConfigDict, task: Task) -> None:

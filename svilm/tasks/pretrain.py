@@ -15,6 +15,7 @@ from data_pipelines import ops
 from svilm import configuration
 from svilm import data_setup
 from svilm import losses
+from svilm import sharding
 from svilm.evaluators import pretrain_eval
 from svilm.evaluators import retrieval_eval
 from svilm.models import svilm as svilm_model
@@ -29,8 +30,16 @@ def compute_losses(params, batch, rng, *, model, config):
   video = batch["video"]
   positions = configuration.num_temporal_positions(config)
   cut = config.cut_and_paste
+  exclude = None
   if cut.enabled:
-    video, fg_mask = losses.cut_and_paste(cut_rng, video, positions, cut.min_span, cut.max_span)
+    # "local": backgrounds from the clips on the same device (no cross-device gather).
+    groups = sharding.traced_batch_shards() if cut.background == "local" else 1
+    video, fg_mask, background = losses.cut_and_paste(
+      cut_rng, video, positions, cut.min_span, cut.max_span, num_groups=groups
+    )
+    if config.loss.grounding_exclude_background:
+      # Caption i's nouns x clip j whose background is clip i: not a negative.
+      exclude = losses.background_exclusions(background)
   else:
     fg_mask = jnp.ones((video.shape[0], positions), jnp.float32)
   outputs, intermediates = model.apply(
@@ -63,6 +72,7 @@ def compute_losses(params, batch, rng, *, model, config):
     outputs["group_emb"],
     config.loss.grounding_assign_temperature,
     scale,
+    exclude=exclude,
   )
   total = losses.total_loss(
     terms,
@@ -98,6 +108,11 @@ class PretrainTask(video_text.VideoTextTask):
     require(
       loss.temporal_kind in ("mse", "bce"),
       f"loss.temporal_kind must be 'mse' or 'bce', got {loss.temporal_kind!r}",
+    )
+    require(
+      config.cut_and_paste.background in ("local", "global"),
+      f"cut_and_paste.background must be 'local' or 'global', got "
+      f"{config.cut_and_paste.background!r}",
     )
     positions = configuration.num_temporal_positions(config)
     cut = config.cut_and_paste

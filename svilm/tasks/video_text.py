@@ -107,6 +107,7 @@ def build_model(config: ml_collections.ConfigDict) -> svilm_model.SViLM:
     embed_dim=model.embed_dim,
     temperature_init=model.temperature_init,
     learn_temperature=model.learn_temperature,
+    text_one_call=model.text_one_call,
     dtype=jnp.dtype(model.dtype),
   )
 

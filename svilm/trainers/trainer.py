@@ -342,11 +342,25 @@ class _Run:
       if jax.process_index() == 0 and hasattr(evaluator, "outputs"):
         for name, value in evaluator.outputs().items():
           paths.write_json(os.path.join(self.workdir, name), value)
+      if jax.process_index() == 0 and hasattr(evaluator, "images"):
+        self.write_images(step, evaluator.images())
     if jax.process_index() == 0:
       path = os.path.join(self.workdir, "eval_results.json")
       paths.write_json(path, self.results, indent=2, sort_keys=True)
     logging.info("Evaluation at step %d: %s", step, self.results)
     return self.results
+
+  def write_images(self, step: int, images: dict) -> None:
+    """Figures to TensorBoard (clu image summaries) and WORKDIR/figures/<name>_<step>.png."""
+    if not images:
+      return
+    self.writer.write_images(step, {name: image[None] for name, image in images.items()})
+    directory = os.path.join(self.workdir, "figures")
+    tf.io.gfile.makedirs(directory)
+    for name, image in images.items():
+      path = os.path.join(directory, f"{name.replace('/', '_')}_{step:06d}.png")
+      with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(tf.io.encode_png(image).numpy())
 
   def log(self, step: int, metrics: dict, elapsed: float, steps: int) -> None:
     """Writes the step's metrics, with throughput and ETA over the `steps` steps that took

@@ -1,0 +1,239 @@
+r"""The paper's loss ablation (its Table 6) on ShapesWorld, as one resumable command.
+
+  python -m svilm.ablation --workdir=DIR [--seeds=3] [--variant=tiny] \
+      [--rows=contrast,grounding,temporal,all,all_paper_negatives] \
+      [--tasks=zero_shot,action_recognition,video_qa,temporal_localization] \
+      [--output=docs/ablation.md]
+
+Pretrains configs/pretrain.py once per row and seed, then runs each downstream task from each
+pretraining run, and writes the table (mean and standard deviation over seeds per cell, the
+paper's rows beside ours, and whether each of the paper's directions is reproduced) to
+--output. Rows (ROWS): L_contrast alone (no cut-and-paste: it exists for L_t), + L_g,
++ L_t (with cut-and-paste), all three (the default recipe), and all three with L_g's
+negatives as the paper's formula has them (loss.grounding_exclude_background=False: the
+false-negative fix measured). Tasks (TASKS): zero_shot reads the pretraining run's own
+held-out evaluation (text-to-video R@1, pointing, temporal grouping); the others run
+configs/<task>.py from the pretraining checkpoint (the action-recognition linear probe, QA,
+temporal localization on extracted features).
+
+Every run is a separate process (`python -m svilm.main ...`) in DIR/<row>/seed<k>/<task>, run
+one at a time; a finished run leaves `done` in its workdir and is skipped when the command is
+rerun, and an interrupted one resumes from its checkpoints. The table is rewritten after every
+run, so a partial ablation shows what is finished (cells without runs are empty). --variant=
+tiny runs the tiny configs (seconds per run; the CI check), which measure nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+from absl import app
+from absl import flags
+
+# name -> (label, pretraining overrides)
+ROWS = {
+  "contrast": (
+    "L_contrast",
+    {"loss.temporal_weight": 0, "loss.grounding_weight": 0, "cut_and_paste.enabled": False},
+  ),
+  "grounding": ("+ L_g", {"loss.temporal_weight": 0, "cut_and_paste.enabled": False}),
+  "temporal": ("+ L_t", {"loss.grounding_weight": 0}),
+  "all": ("+ L_g + L_t (S-ViLM, the default)", {}),
+  "all_paper_negatives": (
+    "+ L_g + L_t, L_g keeping the false negatives",
+    {"loss.grounding_exclude_background": False},
+  ),
+}
+# task -> (metric key in eval_results.json, column label, the paper's Table 6 metric)
+TASKS = {
+  "zero_shot": [
+    ("retrieval/t2v_R@1", "zero-shot t2v R@1", "MSR-VTT zero-shot R@1"),
+    ("grounding/pointing_acc", "pointing", ""),
+    ("temporal_grouping/accuracy", "temporal grouping", ""),
+  ],
+  "action_recognition": [("action_recognition/top1", "action linear top-1", "UCF101 linear")],
+  "video_qa": [("video_qa/accuracy", "QA accuracy", "MSVD-QA")],
+  "temporal_localization": [("tal/average_mAP", "TAL average mAP", "ActivityNet TAL mAP")],
+}
+# The paper's Table 6 (VideoCC pretraining), the rows the comparison needs: value per metric.
+PAPER = {
+  "contrast": {
+    "MSR-VTT zero-shot R@1": 22.7,
+    "MSVD-QA": 43.6,
+    "UCF101 linear": 90.5,
+    "ActivityNet TAL mAP": 33.7,
+  },
+  "all": {
+    "MSR-VTT zero-shot R@1": 24.7,
+    "MSVD-QA": 44.9,
+    "UCF101 linear": 90.9,
+    "ActivityNet TAL mAP": 34.2,
+  },
+}
+DONE = "done"
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of all runs (a rerun resumes).")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
+_VARIANT = flags.DEFINE_string("variant", "", "Config variant of every run ('tiny' for a check).")
+_ROWS = flags.DEFINE_list("rows", list(ROWS), "Rows to run.")
+_TASKS = flags.DEFINE_list("tasks", list(TASKS), "Tasks to run.")
+_OUTPUT = flags.DEFINE_string("output", "docs/ablation.md", "Markdown table written here.")
+_EXTRA = flags.DEFINE_multi_string("extra", [], "Flags added to every run (e.g. a cache dir).")
+flags.mark_flag_as_required("workdir")
+
+
+def run_dir(root: str, row: str, seed: int, task: str) -> str:
+  return os.path.join(root, row, f"seed{seed}", task)
+
+
+def commands(root: str, row: str, seed: int, task: str, variant: str, extra) -> list[list[str]]:
+  """The `python -m svilm.main` argv that produces run (row, seed, task); [] for zero_shot,
+  which reads the pretraining run."""
+  suffix = f":{variant}" if variant else ""
+  pretrain = run_dir(root, row, seed, "pretrain")
+  if task == "pretrain":
+    overrides = [f"--config.{k}={v}" for k, v in ROWS[row][1].items()]
+    config = f"--config=configs/pretrain.py{suffix}"
+  elif task == "zero_shot":
+    return []
+  elif task == "temporal_localization":
+    overrides = [f"--config.features.init_from={pretrain}"]
+    config = f"--config=configs/temporal_localization.py{suffix}"
+  else:
+    overrides = [f"--config.init_from={pretrain}"]
+    config = f"--config=configs/{task}.py{suffix}"
+  workdir = run_dir(root, row, seed, task)
+  return [
+    [sys.executable, "-m", "svilm.main", config, f"--workdir={workdir}", f"--config.seed={seed}"]
+    + overrides
+    + list(extra)
+  ]
+
+
+def run_once(argv: list[str], workdir: str) -> None:
+  """Runs `argv` unless `workdir` holds `done`; logs into workdir/log.txt; fails loudly."""
+  if os.path.exists(os.path.join(workdir, DONE)):
+    return
+  os.makedirs(workdir, exist_ok=True)
+  print(" ".join(argv), flush=True)
+  with open(os.path.join(workdir, "log.txt"), "a") as log:
+    result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT)
+  if result.returncode:
+    raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}); see {workdir}/log.txt")
+  open(os.path.join(workdir, DONE), "w").close()
+
+
+def collect(root: str, rows, seeds: int, tasks) -> dict:
+  """{row: {metric key: [value per finished seed]}} from the runs' eval_results.json."""
+  out = {}
+  for row in rows:
+    values = {}
+    for task in tasks:
+      source = "pretrain" if task == "zero_shot" else task
+      for key, _, _ in TASKS[task]:
+        values[key] = []
+        for seed in range(seeds):
+          workdir = run_dir(root, row, seed, source)
+          if not os.path.exists(os.path.join(workdir, DONE)):
+            continue
+          with open(os.path.join(workdir, "eval_results.json")) as f:
+            values[key].append(json.load(f)[key])
+    out[row] = values
+  return out
+
+
+def _cell(values) -> str:
+  if not values:
+    return ""
+  if len(values) == 1:
+    return f"{values[0]:.3f} (1 seed)"
+  return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def verdict(better, worse) -> tuple[str, float | None]:
+  """Whether `better` (the paper's higher row) beats `worse` here: (label, margin), margin =
+  the difference of means over sqrt(sd1^2 + sd2^2). Reproduced: margin >= 2; same direction
+  within noise: 0 < margin < 2; not reproduced: margin <= 0."""
+  if len(better) < 2 or len(worse) < 2:
+    return "not enough seeds", None
+  diff = statistics.mean(better) - statistics.mean(worse)
+  noise = (statistics.stdev(better) ** 2 + statistics.stdev(worse) ** 2) ** 0.5
+  margin = diff / noise if noise > 0 else (float("inf") if diff > 0 else float("-inf"))
+  if margin >= 2:
+    return "reproduced", margin
+  if margin > 0:
+    return "same direction, within noise", margin
+  return "not reproduced", margin
+
+
+def markdown(results: dict, rows, seeds: int, tasks, variant: str) -> str:
+  """The ablation page: the table of our runs, the paper's rows, the verdicts."""
+  columns = [(key, label, paper) for task in tasks for key, label, paper in TASKS[task]]
+  lines = [
+    "# The S-ViLM loss ablation on ShapesWorld",
+    "",
+    "Written by `python -m svilm.ablation"
+    + (f" --variant={variant}" if variant else "")
+    + f" --seeds={seeds}` (svilm/ablation.py: what each row and column is). Cells: mean ± "
+    "standard deviation over the finished seeds.",
+    "",
+    "| row | " + " | ".join(label for _, label, _ in columns) + " |",
+    "|---|" + "---|" * len(columns),
+  ]
+  for row in rows:
+    cells = [_cell(results[row][key]) for key, _, _ in columns]
+    lines.append(f"| {ROWS[row][0]} | " + " | ".join(cells) + " |")
+  for row, values in PAPER.items():
+    cells = [str(values.get(paper, "")) if paper else "" for _, _, paper in columns]
+    lines.append(
+      f"| paper, {ROWS[row][0]} (VideoCC, their benchmarks) | " + " | ".join(cells) + " |"
+    )
+  lines += ["", "## The paper's directions, here", ""]
+  if "all" in rows and "contrast" in rows:
+    for key, label, paper in columns:
+      state, margin = verdict(results["all"][key], results["contrast"][key])
+      claim = (
+        f" (paper: {paper} {PAPER['contrast'][paper]} -> {PAPER['all'][paper]})" if paper else ""
+      )
+      shown = "" if margin is None else f", margin {margin:+.1f} sd"
+      lines.append(f"- all three losses vs L_contrast alone, {label}{claim}: **{state}**{shown}")
+  if "all" in rows and "all_paper_negatives" in rows:
+    for key, label, _ in columns:
+      state, margin = verdict(results["all"][key], results["all_paper_negatives"][key])
+      shown = "" if margin is None else f", margin {margin:+.1f} sd"
+      lines.append(f"- L_g without its false negatives vs with them, {label}: **{state}**{shown}")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = sorted(set(_ROWS.value) - set(ROWS)) + sorted(set(_TASKS.value) - set(TASKS))
+  if unknown:
+    sys.exit(f"FATAL unknown rows or tasks {unknown}; rows: {list(ROWS)}, tasks: {list(TASKS)}")
+  root, rows, tasks = os.path.abspath(_WORKDIR.value), _ROWS.value, _TASKS.value
+  seeds, variant = _SEEDS.value, _VARIANT.value
+
+  def write() -> None:
+    page = markdown(collect(root, rows, seeds, tasks), rows, seeds, tasks, variant)
+    with open(_OUTPUT.value, "w") as f:
+      f.write(page)
+
+  # Every pretraining run first (seed-major: seed 0 of every row before seed 1), then the
+  # downstream runs: a partial ablation then covers whole rows.
+  jobs = [(row, seed, "pretrain") for seed in range(seeds) for row in rows]
+  jobs += [(row, seed, task) for seed in range(seeds) for row in rows for task in tasks]
+  for row, seed, task in jobs:
+    for argv in commands(root, row, seed, task, variant, _EXTRA.value):
+      run_once(argv, run_dir(root, row, seed, task))
+      write()
+  write()
+  print(f"Ablation written to {_OUTPUT.value}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,66 @@
+"""The loss ablation command (svilm/ablation.py): its verdicts by hand, and its tiny variant end
+to end (two rows, one seed, as separate processes), resumed by a rerun that runs nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from svilm import ablation
+from tests.conftest import REPO_ROOT
+
+
+def test_verdicts_and_page_by_hand():
+  # all: mean 0.5, sd 0.1; contrast: mean 0.2, sd 0.1 -> margin 0.3 / sqrt(0.02) = 2.12.
+  assert ablation.verdict([0.4, 0.5, 0.6], [0.1, 0.2, 0.3]) == (
+    "reproduced",
+    pytest.approx(2.1213, 1e-3),
+  )
+  state, margin = ablation.verdict([0.4, 0.5, 0.6], [0.3, 0.4, 0.5])  # 0.1 / 0.1414 = 0.71
+  assert state == "same direction, within noise" and margin == pytest.approx(0.7071, 1e-3)
+  assert ablation.verdict([0.1, 0.2], [0.3, 0.4])[0] == "not reproduced"
+  assert ablation.verdict([0.5], [0.1, 0.2]) == ("not enough seeds", None)
+  empty = {"grounding/pointing_acc": [], "temporal_grouping/accuracy": []}
+  results = {
+    "contrast": {"retrieval/t2v_R@1": [0.1, 0.2, 0.3], **empty},
+    "all": {"retrieval/t2v_R@1": [0.4, 0.5, 0.6], **empty},
+  }
+  page = ablation.markdown(results, ["contrast", "all"], 3, ["zero_shot"], "")
+  assert "| L_contrast | 0.200 ± 0.100 |  |  |" in page
+  assert "| paper, L_contrast (VideoCC, their benchmarks) | 22.7 |  |  |" in page
+  assert (
+    "zero-shot t2v R@1 (paper: MSR-VTT zero-shot R@1 22.7 -> 24.7): **reproduced**, margin +2.1 sd"
+    in page
+  )
+
+
+def test_tiny_ablation_runs_each_row_once_and_resumes(shapesworld_cache, tmp_path):
+  argv = [
+    sys.executable,
+    "-m",
+    "svilm.ablation",
+    f"--workdir={tmp_path / 'runs'}",
+    "--variant=tiny",
+    "--seeds=1",
+    "--rows=contrast,all",
+    "--tasks=zero_shot",
+    f"--output={tmp_path / 'ablation.md'}",
+    f"--extra=--config.data.shapesworld_dir={shapesworld_cache}",
+  ]
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  first = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+  assert first.stdout.count("svilm.main") == 2  # one pretraining process per row
+  page = (tmp_path / "ablation.md").read_text()
+  assert "| L_contrast | " in page and "| + L_g + L_t (S-ViLM, the default) | " in page
+  assert page.count("(1 seed)") == 6  # 2 rows x 3 zero-shot metrics
+  assert "**not enough seeds**" in page
+  # The contrast-only run really turned the other losses and cut-and-paste off.
+  config = (tmp_path / "runs" / "contrast" / "seed0" / "pretrain" / "config.json").read_text()
+  assert '"enabled": false' in config and '"grounding_weight": 0' in config
+  again = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0 and "svilm.main" not in again.stdout  # all done: nothing reruns
+  assert (tmp_path / "ablation.md").read_text() == page
