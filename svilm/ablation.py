@@ -76,14 +76,20 @@ PAPER = {
 }
 DONE = "done"
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory of all runs (a rerun resumes).")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
-_VARIANT = flags.DEFINE_string("variant", "", "Config variant of every run ('tiny' for a check).")
-_ROWS = flags.DEFINE_list("rows", list(ROWS), "Rows to run.")
-_TASKS = flags.DEFINE_list("tasks", list(TASKS), "Tasks to run.")
-_OUTPUT = flags.DEFINE_string("output", "docs/ablation.md", "Markdown table written here.")
-_EXTRA = flags.DEFINE_multi_string("extra", [], "Flags added to every run (e.g. a cache dir).")
-flags.mark_flag_as_required("workdir")
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+  """The command's flags, defined when it runs (not on import: a test or tool importing this
+  module keeps its own flag names free)."""
+  flags.DEFINE_string("workdir", None, "Directory of all runs (a rerun resumes).")
+  flags.DEFINE_integer("seeds", 3, "Seeds per row (0, 1, ...).")
+  flags.DEFINE_string("variant", "", "Config variant of every run ('tiny' for a check).")
+  flags.DEFINE_list("rows", list(ROWS), "Rows to run.")
+  flags.DEFINE_list("tasks", list(TASKS), "Tasks to run.")
+  flags.DEFINE_string("output", "docs/ablation.md", "Markdown table written here.")
+  flags.DEFINE_multi_string("extra", [], "Flags added to every run (e.g. a cache dir).")
+  flags.mark_flag_as_required("workdir")
 
 
 def run_dir(root: str, row: str, seed: int, task: str) -> str:
@@ -212,15 +218,15 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str) -> str:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  unknown = sorted(set(_ROWS.value) - set(ROWS)) + sorted(set(_TASKS.value) - set(TASKS))
+  unknown = sorted(set(FLAGS.rows) - set(ROWS)) + sorted(set(FLAGS.tasks) - set(TASKS))
   if unknown:
     sys.exit(f"FATAL unknown rows or tasks {unknown}; rows: {list(ROWS)}, tasks: {list(TASKS)}")
-  root, rows, tasks = os.path.abspath(_WORKDIR.value), _ROWS.value, _TASKS.value
-  seeds, variant = _SEEDS.value, _VARIANT.value
+  root, rows, tasks = os.path.abspath(FLAGS.workdir), FLAGS.rows, FLAGS.tasks
+  seeds, variant = FLAGS.seeds, FLAGS.variant
 
   def write() -> None:
     page = markdown(collect(root, rows, seeds, tasks), rows, seeds, tasks, variant)
-    with open(_OUTPUT.value, "w") as f:
+    with open(FLAGS.output, "w") as f:
       f.write(page)
 
   # Every pretraining run first (seed-major: seed 0 of every row before seed 1), then the
@@ -228,12 +234,13 @@ def main(argv) -> None:
   jobs = [(row, seed, "pretrain") for seed in range(seeds) for row in rows]
   jobs += [(row, seed, task) for seed in range(seeds) for row in rows for task in tasks]
   for row, seed, task in jobs:
-    for argv in commands(root, row, seed, task, variant, _EXTRA.value):
+    for argv in commands(root, row, seed, task, variant, FLAGS.extra):
       run_once(argv, run_dir(root, row, seed, task))
       write()
   write()
-  print(f"Ablation written to {_OUTPUT.value}", flush=True)
+  print(f"Ablation written to {FLAGS.output}", flush=True)
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -1,5 +1,6 @@
-"""The loss ablation command (svilm/ablation.py): its verdicts by hand, and its tiny variant end
-to end (two rows, one seed, as separate processes), resumed by a rerun that runs nothing."""
+"""The loss ablation command (svilm/ablation.py): its verdicts and page by hand, and its tiny
+variant end to end (one row, one seed, a separate process), resumed by a rerun that runs
+nothing."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_verdicts_and_page_by_hand():
   )
 
 
-def test_tiny_ablation_runs_each_row_once_and_resumes(shapesworld_cache, tmp_path):
+def test_tiny_ablation_runs_once_and_resumes(shapesworld_cache, tmp_path):
   argv = [
     sys.executable,
     "-m",
@@ -45,22 +46,21 @@ def test_tiny_ablation_runs_each_row_once_and_resumes(shapesworld_cache, tmp_pat
     f"--workdir={tmp_path / 'runs'}",
     "--variant=tiny",
     "--seeds=1",
-    "--rows=contrast,all",
+    "--rows=contrast",
     "--tasks=zero_shot",
     f"--output={tmp_path / 'ablation.md'}",
     f"--extra=--config.data.shapesworld_dir={shapesworld_cache}",
   ]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  first = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  first = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert first.returncode == 0, first.stderr[-3000:]
-  assert first.stdout.count("svilm.main") == 2  # one pretraining process per row
+  assert first.stdout.count("svilm.main") == 1  # one pretraining process
   page = (tmp_path / "ablation.md").read_text()
-  assert "| L_contrast | " in page and "| + L_g + L_t (S-ViLM, the default) | " in page
-  assert page.count("(1 seed)") == 6  # 2 rows x 3 zero-shot metrics
-  assert "**not enough seeds**" in page
+  assert "| L_contrast | " in page and page.count("(1 seed)") == 3  # the 3 zero-shot metrics
+  assert "| paper, L_contrast (VideoCC, their benchmarks) | 22.7 |" in page
   # The contrast-only run really turned the other losses and cut-and-paste off.
   config = (tmp_path / "runs" / "contrast" / "seed0" / "pretrain" / "config.json").read_text()
   assert '"enabled": false' in config and '"grounding_weight": 0' in config
-  again = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  again = subprocess.run(argv, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
   assert again.returncode == 0 and "svilm.main" not in again.stdout  # all done: nothing reruns
   assert (tmp_path / "ablation.md").read_text() == page
