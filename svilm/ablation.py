@@ -176,8 +176,9 @@ def verdict(better, worse) -> tuple[str, float | None]:
   return "not reproduced", margin
 
 
-def markdown(results: dict, rows, seeds: int, tasks, variant: str) -> str:
-  """The ablation page: the table of our runs, the paper's rows, the verdicts."""
+def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str = "") -> str:
+  """The ablation page: the table of our runs, the paper's rows, the verdicts; `progress`
+  (e.g. "7 of 60 runs finished") says how complete it is."""
   columns = [(key, label, paper) for task in tasks for key, label, paper in TASKS[task]]
   lines = [
     "# The S-ViLM loss ablation on ShapesWorld",
@@ -185,7 +186,7 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str) -> str:
     "Written by `python -m svilm.ablation"
     + (f" --variant={variant}" if variant else "")
     + f" --seeds={seeds}` (svilm/ablation.py: what each row and column is). Cells: mean ± "
-    "standard deviation over the finished seeds.",
+    "standard deviation over the finished seeds." + (f" Progress: {progress}." if progress else ""),
     "",
     "| row | " + " | ".join(label for _, label, _ in columns) + " |",
     "|---|" + "---|" * len(columns),
@@ -224,15 +225,24 @@ def main(argv) -> None:
   root, rows, tasks = os.path.abspath(FLAGS.workdir), FLAGS.rows, FLAGS.tasks
   seeds, variant = FLAGS.seeds, FLAGS.variant
 
-  def write() -> None:
-    page = markdown(collect(root, rows, seeds, tasks), rows, seeds, tasks, variant)
-    with open(FLAGS.output, "w") as f:
-      f.write(page)
-
   # Every pretraining run first (seed-major: seed 0 of every row before seed 1), then the
   # downstream runs: a partial ablation then covers whole rows.
   jobs = [(row, seed, "pretrain") for seed in range(seeds) for row in rows]
-  jobs += [(row, seed, task) for seed in range(seeds) for row in rows for task in tasks]
+  jobs += [
+    (row, seed, task)
+    for seed in range(seeds)
+    for row in rows
+    for task in tasks
+    if task != "zero_shot"  # read from the pretraining run
+  ]
+
+  def write() -> None:
+    done = sum(os.path.exists(os.path.join(run_dir(root, *job), DONE)) for job in jobs)
+    results = collect(root, rows, seeds, tasks)
+    page = markdown(results, rows, seeds, tasks, variant, f"{done} of {len(jobs)} runs finished")
+    with open(FLAGS.output, "w") as f:
+      f.write(page)
+
   for row, seed, task in jobs:
     for argv in commands(root, row, seed, task, variant, FLAGS.extra):
       run_once(argv, run_dir(root, row, seed, task))
