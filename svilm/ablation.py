@@ -200,19 +200,21 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str
       f"| paper, {ROWS[row][0]} (VideoCC, their benchmarks) | " + " | ".join(cells) + " |"
     )
   lines += ["", "## The paper's directions, here", ""]
-  if "all" in rows and "contrast" in rows:
+  # (better row, worse row, what is compared, whether the paper states this direction)
+  comparisons = (
+    ("all", "contrast", "all three losses vs L_contrast alone", True),
+    ("all", "all_paper_negatives", "L_g without its false negatives vs with them", False),
+  )
+  for better, worse, what, papers in comparisons:
+    if better not in rows or worse not in rows:
+      continue
     for key, label, paper in columns:
-      state, margin = verdict(results["all"][key], results["contrast"][key])
-      claim = (
-        f" (paper: {paper} {PAPER['contrast'][paper]} -> {PAPER['all'][paper]})" if paper else ""
-      )
+      state, margin = verdict(results[better][key], results[worse][key])
+      claim = ""
+      if papers and paper:
+        claim = f" (paper: {paper} {PAPER[worse][paper]} -> {PAPER[better][paper]})"
       shown = "" if margin is None else f", margin {margin:+.1f} sd"
-      lines.append(f"- all three losses vs L_contrast alone, {label}{claim}: **{state}**{shown}")
-  if "all" in rows and "all_paper_negatives" in rows:
-    for key, label, _ in columns:
-      state, margin = verdict(results["all"][key], results["all_paper_negatives"][key])
-      shown = "" if margin is None else f", margin {margin:+.1f} sd"
-      lines.append(f"- L_g without its false negatives vs with them, {label}: **{state}**{shown}")
+      lines.append(f"- {what}, {label}{claim}: **{state}**{shown}")
   return "\n".join(lines) + "\n"
 
 

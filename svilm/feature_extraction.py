@@ -256,8 +256,8 @@ class _Extractor:
     clip = video_ops.crop_and_resize(stack, window, data.resolution)
     return video_ops.normalize(clip, data.normalization).numpy()
 
-  def video_features(self, frames):
-    """float32 [num_windows, D] of one video (frames: its JPEG bytes), and its window starts."""
+  def video_features(self, frames) -> np.ndarray:
+    """float32 [num_windows, D] of one video (frames: its JPEG bytes)."""
     starts = feature_store.window_starts(len(frames), self.window, self.stride)
     cache, rows = {}, []
     for begin in range(0, len(starts), self.batch):
@@ -266,7 +266,7 @@ class _Extractor:
       clips += [np.zeros_like(clips[0])] * (self.batch - real)
       out = self._apply(self.params, jnp.asarray(np.stack(clips)))
       rows.append(np.asarray(out)[:real])
-    return np.concatenate(rows).astype(np.float32), starts
+    return np.concatenate(rows).astype(np.float32)
 
 
 def _ground_truth(record: dict, names: list[str] | None, fps: float) -> list[dict]:
@@ -329,7 +329,7 @@ def extract(config, params, *, shard_dir: str, splits, output: str, settings: di
           stats["resumed"] += 1
         else:
           began = time.perf_counter()
-          features, _ = extractor.video_features(frames)
+          features = extractor.video_features(frames)
           feature_store.write_npy_atomic(path, features)
           stats["compute_seconds"] += time.perf_counter() - began
           stats["videos"] += 1
@@ -344,8 +344,9 @@ def extract(config, params, *, shard_dir: str, splits, output: str, settings: di
           duration=len(frames) / fps,
           windows=[[s / fps, e / fps] for s, e in zip(starts.tolist(), ends.tolist())],
         )
-        record = {k: parsed[k].numpy().tolist() for k in ("segment_start", "segment_end")}
-        record["segment_action"] = parsed["segment_action"].numpy().tolist()
+        record = {
+          k: parsed[k].numpy().tolist() for k in ("segment_start", "segment_end", "segment_action")
+        }
         database[video_id] = dict(
           subset=feature_store.subset_of(split),
           duration=len(frames) / fps,

@@ -125,6 +125,13 @@ def setup():
   return prepare_and_setup
 
 
+def run_tool(command: list[str]) -> subprocess.CompletedProcess:
+  """Runs a command-line tool's argv from the repository root, as a user would, with
+  TensorFlow's C++ log lines silenced; returns the CompletedProcess (text stdout, stderr)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+  return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+
+
 def main_command(*flags: str) -> list[str]:
   """The argv of `python -m svilm.main FLAGS...` with this interpreter."""
   return [sys.executable, "-m", "svilm.main", *flags]

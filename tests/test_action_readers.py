@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ from data_pipelines import validate
 from data_pipelines.readers import common
 from data_pipelines.readers import hmdb51
 from data_pipelines.readers import ucf101
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_tool
 from tests.test_build_shards import _records
 from tests.test_build_shards import _write_video
 
@@ -81,16 +80,13 @@ def _ucf_command(ucf, out, *extra):
   ]
 
 
-def _run(command):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def ucf_built(ucf):
   """The CLI run once; returns (output directory, completed process)."""
   out = ucf / "shards"
-  result = _run(_ucf_command(ucf, out, "--max_skipped_fraction=0.5", "--tokenizer_vocab_size=40"))
+  result = run_tool(
+    _ucf_command(ucf, out, "--max_skipped_fraction=0.5", "--tokenizer_vocab_size=40")
+  )
   assert result.returncode == 0, result.stderr
   return out, result
 
@@ -141,7 +137,9 @@ def test_ucf101_missing_video_is_skipped_and_the_cli_reports_it(ucf, ucf_built):
     f"{out}/test-skipped.tsv",
   ]
   # A stricter rerun finds the shards done (nothing decoded) and fails on the skip limit.
-  rerun = _run(_ucf_command(ucf, out, "--max_skipped_fraction=0.1", "--tokenizer_vocab_size=40"))
+  rerun = run_tool(
+    _ucf_command(ucf, out, "--max_skipped_fraction=0.1", "--tokenizer_vocab_size=40")
+  )
   assert rerun.returncode == 1 and rerun.stdout == result.stdout
   assert rerun.stderr.strip().splitlines()[-1:] == [  # after build_shards' log lines
     "FATAL ucf101: 25.0% of the train videos were skipped, more than "
@@ -188,7 +186,7 @@ def test_ucf101_bad_annotations_raise_before_decoding(ucf, tmp_path, case):
 
 
 def test_ucf101_cli_error_is_one_fatal_line(ucf, tmp_path):
-  result = _run(_ucf_command(ucf, tmp_path / "out", "--split_number=4"))  # the last one counts
+  result = run_tool(_ucf_command(ucf, tmp_path / "out", "--split_number=4"))  # the last one counts
   missing = ucf / "ucfTrainTestlist" / "trainlist04.txt"
   assert result.returncode == 1 and result.stdout == ""
   assert result.stderr.strip().splitlines() == [
@@ -312,7 +310,7 @@ def test_hmdb51_cli(hmdb, tmp_path):
     "--num_shards=1",
     "--max_skipped_fraction=0.5",
   ]
-  result = _run(command)
+  result = run_tool(command)
   assert result.returncode == 0, result.stderr
   assert result.stdout.splitlines()[0] == (
     f"train: build_shards: wrote 3 clips in 1 shards; skipped 0 of 3 (0.0%) -> "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -15,7 +14,7 @@ from data_pipelines import annotations
 from data_pipelines import build_shards
 from data_pipelines import validate
 from data_pipelines.readers import activitynet
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_tool
 from tests.test_build_shards import _records
 from tests.test_build_shards import _write_video
 
@@ -82,16 +81,11 @@ def _command(anet, out, *extra):
   ]
 
 
-def _run(command):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def built(anet):
   """The CLI run once (training and validation); returns (output directory, process)."""
   out = anet / "shards"
-  result = _run(_command(anet, out, "--max_skipped_fraction=0.5"))
+  result = run_tool(_command(anet, out, "--max_skipped_fraction=0.5"))
   assert result.returncode == 0, result.stderr
   return out, result
 
@@ -231,7 +225,7 @@ def test_cli_bad_file_is_one_fatal_line(anet, tmp_path):
   path = tmp_path / "bad.json"
   path.write_text(json.dumps({"database": {"xYz": {"subset": "train"}}}))
   command = _command(anet, tmp_path / "out", f"--annotations={path}")  # the last one counts
-  result = _run(command)
+  result = run_tool(command)
   assert result.returncode == 1 and result.stdout == ""
   assert result.stderr.strip().splitlines() == [
     f"FATAL activitynet: {path}: video xYz: subset 'train' is not one of "

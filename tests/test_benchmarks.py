@@ -13,27 +13,33 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 
-def test_input_pipeline_benchmark_reports_every_figure(one_device_env):
+def _figures(*argv: str, env: dict) -> dict:
+  """Runs `python ARGV...` from the repository root; it must succeed, and its last stdout
+  line is the benchmark's JSON object of figures, returned."""
   result = subprocess.run(
-    [
-      sys.executable,
-      "benchmarks/input_pipeline.py",
-      "--resolutions=32",
-      "--num_frames=4",
-      "--batches=2",
-      "--batch_size=2",
-      "--clips=8",
-      "--step_variant=tiny",
-      "--step_steps=2",
-    ],
+    [sys.executable, *argv],
     cwd=REPO_ROOT,
-    env=one_device_env,
+    env=env,
     capture_output=True,
     text=True,
     timeout=600,
   )
   assert result.returncode == 0, result.stderr[-3000:]
-  figures = json.loads(result.stdout.strip().splitlines()[-1])
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_input_pipeline_benchmark_reports_every_figure(one_device_env):
+  figures = _figures(
+    "benchmarks/input_pipeline.py",
+    "--resolutions=32",
+    "--num_frames=4",
+    "--batches=2",
+    "--batch_size=2",
+    "--clips=8",
+    "--step_variant=tiny",
+    "--step_steps=2",
+    env=one_device_env,
+  )
   for key in (
     "pipeline_frames_per_sec_per_core@32",
     "pipeline_frames_per_sec_all_cores@32",
@@ -45,23 +51,14 @@ def test_input_pipeline_benchmark_reports_every_figure(one_device_env):
 
 
 def test_train_step_benchmark_reports_mfu(one_device_env):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "benchmarks/train_step.py",
-      "--config=configs/pretrain.py:tiny",
-      "--steps=2",
-      "--repeats=2",
-      "--warmup=1",
-    ],
-    cwd=REPO_ROOT,
+  figures = _figures(
+    "benchmarks/train_step.py",
+    "--config=configs/pretrain.py:tiny",
+    "--steps=2",
+    "--repeats=2",
+    "--warmup=1",
     env=one_device_env,
-    capture_output=True,
-    text=True,
-    timeout=600,
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  figures = json.loads(result.stdout.strip().splitlines()[-1])
   for key in (
     "step_time_ms",
     "flops_per_step",
@@ -89,16 +86,9 @@ def test_compiler_options_benchmark_interleaves_variants_and_rejects_unknown_opt
     "--repeats=2",
     "--warmup=1",
   ]
-  result = subprocess.run(
-    command + ['--variant=fast={"xla_cpu_enable_fast_math": true}'],
-    cwd=REPO_ROOT,
-    env=one_device_env,
-    capture_output=True,
-    text=True,
-    timeout=600,
-  )
-  assert result.returncode == 0, result.stderr[-3000:]
-  variants = json.loads(result.stdout.strip().splitlines()[-1])["variants"]
+  variants = _figures(
+    *command[1:], '--variant=fast={"xla_cpu_enable_fast_math": true}', env=one_device_env
+  )["variants"]
   assert [v["name"] for v in variants] == ["baseline", "fast", "baseline (again)"]
   assert variants[1]["options"] == {"xla_cpu_enable_fast_math": True}
   assert variants[0]["ratio"] == 1.0
@@ -126,23 +116,14 @@ def test_compiler_options_variant_parsing():
 
 
 def test_feature_extraction_benchmark_reports_every_figure(one_device_env, shapesworld_cache):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "benchmarks/feature_extraction.py",
-      "--config=configs/temporal_localization.py:tiny",
-      f"--config.data.shapesworld_dir={shapesworld_cache}",
-      "--videos=2",
-      "--repeats=1",
-    ],
-    cwd=REPO_ROOT,
+  figures = _figures(
+    "benchmarks/feature_extraction.py",
+    "--config=configs/temporal_localization.py:tiny",
+    f"--config.data.shapesworld_dir={shapesworld_cache}",
+    "--videos=2",
+    "--repeats=1",
     env=one_device_env,
-    capture_output=True,
-    text=True,
-    timeout=600,
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  figures = json.loads(result.stdout.strip().splitlines()[-1])
   assert figures["windows"] == 18  # 2 videos of 48 frames: 9 windows of 16 frames every 4
   for name in ("decode", "encode", "total"):
     assert figures[f"{name}_windows_per_sec"] > 0, name
@@ -150,24 +131,15 @@ def test_feature_extraction_benchmark_reports_every_figure(one_device_env, shape
 
 
 def test_ab_step_benchmark_times_both_values(one_device_env):
-  result = subprocess.run(
-    [
-      sys.executable,
-      "benchmarks/ab_step.py",
-      "--config=configs/pretrain.py:tiny",
-      "--key=model.text_one_call",
-      "--values=false,true",
-      "--blocks=2",
-      "--steps=1",
-      "--warmup=0",
-    ],
-    cwd=REPO_ROOT,
+  figures = _figures(
+    "benchmarks/ab_step.py",
+    "--config=configs/pretrain.py:tiny",
+    "--key=model.text_one_call",
+    "--values=false,true",
+    "--blocks=2",
+    "--steps=1",
+    "--warmup=0",
     env=one_device_env,
-    capture_output=True,
-    text=True,
-    timeout=600,
   )
-  assert result.returncode == 0, result.stderr[-3000:]
-  figures = json.loads(result.stdout.strip().splitlines()[-1])
   assert figures["ratio_to_first@false"] == 1.0
   assert figures["step_time_ms@true"] > 0 and figures["ratio_to_first@true"] > 0

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import pytest
@@ -16,7 +15,7 @@ from data_pipelines import build_shards
 from data_pipelines import tokenizer as tokenizer_lib
 from data_pipelines import validate
 from data_pipelines.readers import video_qa
-from tests.conftest import REPO_ROOT
+from tests.conftest import run_tool
 from tests.test_build_shards import _records
 from tests.test_build_shards import _write_video
 
@@ -92,16 +91,11 @@ def _command(files, out, *extra):
   ]
 
 
-def _run(command):
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-  return subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-
-
 @pytest.fixture(scope="module")
 def msrvtt_built(files):
   """The CLI run once over the MSRVTT-QA files; returns (output directory, completed process)."""
   out = files / "msrvtt_shards"
-  result = _run(_command(files, out, "--max_skipped_fraction=0.5", "--tokenizer_vocab_size=40"))
+  result = run_tool(_command(files, out, "--max_skipped_fraction=0.5", "--tokenizer_vocab_size=40"))
   assert result.returncode == 0, result.stderr
   return out, result
 
@@ -233,7 +227,7 @@ def test_bad_qa_files_raise_before_decoding(files, tmp_path, case):
 
 
 def test_cli_error_is_one_fatal_line(files, tmp_path):
-  result = _run(_command(files, tmp_path / "out", "--splits=train,dev"))
+  result = run_tool(_command(files, tmp_path / "out", "--splits=train,dev"))
   assert result.returncode == 1 and result.stdout == ""
   assert result.stderr.strip().splitlines() == [
     "FATAL msrvtt_qa: splits ['train', 'dev']: expected some of ('train', 'val', 'test')"

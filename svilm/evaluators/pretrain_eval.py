@@ -149,7 +149,8 @@ class PretrainEvaluator:
         p["mixed_clip_emb"], p["text_emb"], p["fg_mask"], rng
       )
     )
-    self._images = self._figures(p, grid)
+    # Only process 0 writes figures (the trainer), so only it draws them.
+    self._images = self._figures(p, grid) if jax.process_index() == 0 else {}
     return {k: float(v) for k, v in results.items()}
 
   def _figures(self, p: dict, grid) -> dict[str, np.ndarray]:
