@@ -1,20 +1,22 @@
 r"""The paper's loss ablation (its Table 6) on ShapesWorld, as one resumable command.
 
   python -m svilm.ablation --workdir=DIR [--seeds=3] [--variant=tiny] \
-      [--rows=contrast,grounding,temporal,all,all_paper_negatives] \
+      [--rows=contrast,grounding,temporal,all,all_paper_negatives,all_8_local,all_8_global] \
       [--tasks=zero_shot,action_recognition,video_qa,temporal_localization] \
       [--output=docs/ablation.md]
 
 Pretrains configs/pretrain.py once per row and seed, then runs each downstream task from each
 pretraining run, and writes the table (mean and standard deviation over seeds per cell, the
 paper's rows beside ours, and whether each of the paper's directions is reproduced) to
---output. Rows (ROWS): L_contrast alone (no cut-and-paste: it exists for L_t), + L_g,
-+ L_t (with cut-and-paste), all three (the default recipe), and all three with L_g's
-negatives as the paper's formula has them (loss.grounding_exclude_background=False: the
-false-negative fix measured). Tasks (TASKS): zero_shot reads the pretraining run's own
-held-out evaluation (text-to-video R@1, pointing, temporal grouping); the others run
-configs/<task>.py from the pretraining checkpoint (the action-recognition linear probe, QA,
-temporal localization on extracted features).
+--output. Rows (ROWS): the paper's four, L_contrast alone (no cut-and-paste: it exists for
+L_t), + L_g, + L_t (with cut-and-paste), all three (the default recipe); and three controls,
+each answering one question with the zero-shot metrics only: all three with L_g's negatives
+as the paper's formula has them (loss.grounding_exclude_background=False: the false-negative
+fix measured), and all three on a fake 8-device mesh with local and with global
+cut-and-paste backgrounds (on one device the two are the same draw). Tasks (TASKS): zero_shot
+reads the pretraining run's own held-out evaluation (text-to-video R@1, pointing, temporal
+grouping); the others run configs/<task>.py from the pretraining checkpoint (the
+action-recognition linear probe, QA, temporal localization on extracted features).
 
 Every run is a separate process (`python -m svilm.main ...`) in DIR/<row>/seed<k>/<task>, run
 one at a time; a finished run leaves `done` in its workdir and is skipped when the command is
@@ -26,26 +28,51 @@ tiny runs the tiny configs (seconds per run; the CI check), which measure nothin
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
 
-# name -> (label, pretraining overrides)
+EIGHT_DEVICES = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+
+
+class Row(NamedTuple):
+  label: str
+  overrides: dict  # pretraining config overrides
+  env: dict = {}  # environment of the row's processes (e.g. a fake 8-device mesh)
+  tasks: tuple | None = None  # the tasks the row is for (None: all); the others stay empty
+
+
 ROWS = {
-  "contrast": (
+  "contrast": Row(
     "L_contrast",
     {"loss.temporal_weight": 0, "loss.grounding_weight": 0, "cut_and_paste.enabled": False},
   ),
-  "grounding": ("+ L_g", {"loss.temporal_weight": 0, "cut_and_paste.enabled": False}),
-  "temporal": ("+ L_t", {"loss.grounding_weight": 0}),
-  "all": ("+ L_g + L_t (S-ViLM, the default)", {}),
-  "all_paper_negatives": (
+  "grounding": Row("+ L_g", {"loss.temporal_weight": 0, "cut_and_paste.enabled": False}),
+  "temporal": Row("+ L_t", {"loss.grounding_weight": 0}),
+  "all": Row("+ L_g + L_t (S-ViLM, the default)", {}),
+  # Controls, each for one question, so only the zero-shot metrics that answer it.
+  "all_paper_negatives": Row(
     "+ L_g + L_t, L_g keeping the false negatives",
     {"loss.grounding_exclude_background": False},
+    tasks=("zero_shot",),
+  ),
+  "all_8_local": Row(
+    "+ L_g + L_t, 8 devices, local backgrounds (the default)",
+    {"cut_and_paste.background": "local"},
+    EIGHT_DEVICES,
+    ("zero_shot",),
+  ),
+  "all_8_global": Row(
+    "+ L_g + L_t, 8 devices, global backgrounds",
+    {"cut_and_paste.background": "global"},
+    EIGHT_DEVICES,
+    ("zero_shot",),
   ),
 }
 # task -> (metric key in eval_results.json, column label, the paper's Table 6 metric)
@@ -102,7 +129,7 @@ def commands(root: str, row: str, seed: int, task: str, variant: str, extra) -> 
   suffix = f":{variant}" if variant else ""
   pretrain = run_dir(root, row, seed, "pretrain")
   if task == "pretrain":
-    overrides = [f"--config.{k}={v}" for k, v in ROWS[row][1].items()]
+    overrides = [f"--config.{k}={v}" for k, v in ROWS[row].overrides.items()]
     config = f"--config=configs/pretrain.py{suffix}"
   elif task == "zero_shot":
     return []
@@ -120,14 +147,21 @@ def commands(root: str, row: str, seed: int, task: str, variant: str, extra) -> 
   ]
 
 
-def run_once(argv: list[str], workdir: str) -> None:
-  """Runs `argv` unless `workdir` holds `done`; logs into workdir/log.txt; fails loudly."""
+def runs_task(row: str, task: str) -> bool:
+  return ROWS[row].tasks is None or task in ROWS[row].tasks
+
+
+def run_once(argv: list[str], workdir: str, env: dict | None = None) -> None:
+  """Runs `argv` (with `env` added to the environment) unless `workdir` holds `done`; logs
+  into workdir/log.txt; fails loudly."""
   if os.path.exists(os.path.join(workdir, DONE)):
     return
   os.makedirs(workdir, exist_ok=True)
   print(" ".join(argv), flush=True)
   with open(os.path.join(workdir, "log.txt"), "a") as log:
-    result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT)
+    result = subprocess.run(
+      argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
   if result.returncode:
     raise RuntimeError(f"{' '.join(argv)} failed ({result.returncode}); see {workdir}/log.txt")
   open(os.path.join(workdir, DONE), "w").close()
@@ -160,15 +194,23 @@ def _cell(values) -> str:
   return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def verdict(better, worse) -> tuple[str, float | None]:
-  """Whether `better` (the paper's higher row) beats `worse` here: (label, margin), margin =
-  the difference of means over sqrt(sd1^2 + sd2^2). Reproduced: margin >= 2; same direction
-  within noise: 0 < margin < 2; not reproduced: margin <= 0."""
+def verdict(better, worse, expect: str = "better") -> tuple[str, float | None]:
+  """(label, margin), margin = (mean(better) - mean(worse)) / sqrt(sd1^2 + sd2^2).
+
+  expect="better", whether `better` (the paper's higher row) beats `worse` here: reproduced:
+  margin >= 2; same direction within noise: 0 < margin < 2; not reproduced: margin <= 0.
+  expect="same", whether a change that should not matter left the metric alone: unchanged
+  within noise: |margin| < 2; changed: |margin| >= 2."""
   if len(better) < 2 or len(worse) < 2:
     return "not enough seeds", None
   diff = statistics.mean(better) - statistics.mean(worse)
   noise = (statistics.stdev(better) ** 2 + statistics.stdev(worse) ** 2) ** 0.5
-  margin = diff / noise if noise > 0 else (float("inf") if diff > 0 else float("-inf"))
+  if noise > 0:
+    margin = diff / noise
+  else:  # identical seeds on both sides: any difference is beyond the (zero) noise
+    margin = 0.0 if diff == 0 else math.copysign(float("inf"), diff)
+  if expect == "same":
+    return ("unchanged within noise" if abs(margin) < 2 else "changed"), margin
   if margin >= 2:
     return "reproduced", margin
   if margin > 0:
@@ -179,7 +221,7 @@ def verdict(better, worse) -> tuple[str, float | None]:
 def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str = "") -> str:
   """The ablation page: the table of our runs, the paper's rows, the verdicts; `progress`
   (e.g. "7 of 60 runs finished") says how complete it is."""
-  columns = [(key, label, paper) for task in tasks for key, label, paper in TASKS[task]]
+  columns = [(key, label, paper, task) for task in tasks for key, label, paper in TASKS[task]]
   lines = [
     "# The S-ViLM loss ablation on ShapesWorld",
     "",
@@ -188,33 +230,57 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str
     + f" --seeds={seeds}` (svilm/ablation.py: what each row and column is). Cells: mean ± "
     "standard deviation over the finished seeds." + (f" Progress: {progress}." if progress else ""),
     "",
-    "| row | " + " | ".join(label for _, label, _ in columns) + " |",
+    "| row | " + " | ".join(label for _, label, _, _ in columns) + " |",
     "|---|" + "---|" * len(columns),
   ]
   for row in rows:
-    cells = [_cell(results[row][key]) for key, _, _ in columns]
-    lines.append(f"| {ROWS[row][0]} | " + " | ".join(cells) + " |")
+    cells = [
+      _cell(results[row][key]) if runs_task(row, task) else "not run" for key, _, _, task in columns
+    ]
+    lines.append(f"| {ROWS[row].label} | " + " | ".join(cells) + " |")
   for row, values in PAPER.items():
-    cells = [str(values.get(paper, "")) if paper else "" for _, _, paper in columns]
+    cells = [str(values.get(paper, "")) if paper else "" for _, _, paper, _ in columns]
     lines.append(
-      f"| paper, {ROWS[row][0]} (VideoCC, their benchmarks) | " + " | ".join(cells) + " |"
+      f"| paper, {ROWS[row].label} (VideoCC, their benchmarks) | " + " | ".join(cells) + " |"
     )
-  lines += ["", "## The paper's directions, here", ""]
-  # (better row, worse row, what is compared, whether the paper states this direction)
+  lines += [
+    "",
+    "## The paper's directions, here",
+    "",
+    "Row A against row B, per metric: *reproduced* where A beats B by at least 2 (margin ="
+    " difference of means / sqrt(sd_A^2 + sd_B^2)), *same direction, within noise* below"
+    " that, *not reproduced* at or below 0; for a change that should not matter, *unchanged"
+    " within noise* where |margin| < 2. The paper's own numbers for A and B follow the"
+    " comparison they belong to.",
+    "",
+    "| A vs B | " + " | ".join(label for _, label, _, _ in columns) + " |",
+    "|---|" + "---|" * len(columns),
+  ]
+  # (row A, row B, what is compared, expected: "better" = A beats B, as the paper says that
+  # every added loss helps; "same" = the change should not matter)
   comparisons = (
-    ("all", "contrast", "all three losses vs L_contrast alone", True),
-    ("all", "all_paper_negatives", "L_g without its false negatives vs with them", False),
+    ("all", "contrast", "all three losses vs L_contrast alone", "better"),
+    ("grounding", "contrast", "adding L_g to L_contrast", "better"),
+    ("temporal", "contrast", "adding L_t (and cut-and-paste) to L_contrast", "better"),
+    ("all", "grounding", "adding L_t (and cut-and-paste) to L_contrast + L_g", "better"),
+    ("all", "temporal", "adding L_g to L_contrast + L_t", "better"),
+    ("all", "all_paper_negatives", "L_g without its false negatives vs with them", "better"),
+    ("all_8_local", "all_8_global", "local vs global backgrounds on 8 devices", "same"),
   )
-  for better, worse, what, papers in comparisons:
-    if better not in rows or worse not in rows:
+  for a, b, what, expect in comparisons:
+    if a not in rows or b not in rows:
       continue
-    for key, label, paper in columns:
-      state, margin = verdict(results[better][key], results[worse][key])
-      claim = ""
-      if papers and paper:
-        claim = f" (paper: {paper} {PAPER[worse][paper]} -> {PAPER[better][paper]})"
-      shown = "" if margin is None else f", margin {margin:+.1f} sd"
-      lines.append(f"- {what}, {label}{claim}: **{state}**{shown}")
+    cells = []
+    for key, _, _, task in columns:
+      if not (runs_task(a, task) and runs_task(b, task)):
+        cells.append("not run")
+        continue
+      state, margin = verdict(results[a][key], results[b][key], expect)
+      cells.append(state if margin is None else f"**{state}**, {margin:+.1f} sd")
+    lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    if a in PAPER and b in PAPER:
+      claims = [f"{PAPER[b][p]} -> {PAPER[a][p]}" if p else "" for _, _, p, _ in columns]
+      lines.append("| the paper (VideoCC, their benchmarks) | " + " | ".join(claims) + " |")
   return "\n".join(lines) + "\n"
 
 
@@ -235,7 +301,7 @@ def main(argv) -> None:
     for seed in range(seeds)
     for row in rows
     for task in tasks
-    if task != "zero_shot"  # read from the pretraining run
+    if task != "zero_shot" and runs_task(row, task)  # zero_shot: read from the pretraining run
   ]
 
   def write() -> None:
@@ -247,7 +313,7 @@ def main(argv) -> None:
 
   for row, seed, task in jobs:
     for argv in commands(root, row, seed, task, variant, FLAGS.extra):
-      run_once(argv, run_dir(root, row, seed, task))
+      run_once(argv, run_dir(root, row, seed, task), ROWS[row].env)
       write()
   write()
   print(f"Ablation written to {FLAGS.output}", flush=True)

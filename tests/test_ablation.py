@@ -33,7 +33,25 @@ def test_verdicts_and_page_by_hand():
   assert "| L_contrast | 0.200 ± 0.100 |  |  |" in page
   assert "| paper, L_contrast (VideoCC, their benchmarks) | 22.7 |  |  |" in page
   assert (
-    "zero-shot t2v R@1 (paper: MSR-VTT zero-shot R@1 22.7 -> 24.7): **reproduced**, margin +2.1 sd"
+    "| all three losses vs L_contrast alone | **reproduced**, +2.1 sd | not enough seeds" in page
+  )
+  assert "| the paper (VideoCC, their benchmarks) | 22.7 -> 24.7 |  |  |" in page
+  # A change that should not matter: unchanged while |margin| < 2 (0.1 / 0.1414 = 0.71), and
+  # a control row's tasks outside its purpose are marked, not left looking unfinished.
+  assert ablation.verdict([0.4, 0.5, 0.6], [0.5, 0.6, 0.7], "same")[0] == "unchanged within noise"
+  assert ablation.verdict([0.4, 0.5, 0.6], [0.1, 0.2, 0.3], "same")[0] == "changed"
+  results["all_paper_negatives"] = {
+    "retrieval/t2v_R@1": [0.3, 0.4],
+    **empty,
+    "video_qa/accuracy": [],
+  }
+  results["all"]["video_qa/accuracy"] = [0.5]
+  page = ablation.markdown(
+    results, ["all", "all_paper_negatives"], 3, ["zero_shot", "video_qa"], ""
+  )
+  assert "| + L_g + L_t, L_g keeping the false negatives | 0.350 ± 0.071 |  |  | not run |" in page
+  assert (
+    "| L_g without its false negatives vs with them | **same direction, within noise**, +1.2 sd"
     in page
   )
 
