@@ -218,6 +218,10 @@ def verdict(better, worse, expect: str = "better") -> tuple[str, float | None]:
   return "not reproduced", margin
 
 
+def _line(*cells: str) -> str:
+  return "| " + " | ".join(cells) + " |"
+
+
 def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str = "") -> str:
   """The ablation page: the table of our runs, the paper's rows, the verdicts; `progress`
   (e.g. "7 of 60 runs finished") says how complete it is."""
@@ -230,19 +234,17 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str
     + f" --seeds={seeds}` (svilm/ablation.py: what each row and column is). Cells: mean ± "
     "standard deviation over the finished seeds." + (f" Progress: {progress}." if progress else ""),
     "",
-    "| row | " + " | ".join(label for _, label, _, _ in columns) + " |",
+    _line("row", *(label for _, label, _, _ in columns)),
     "|---|" + "---|" * len(columns),
   ]
   for row in rows:
     cells = [
       _cell(results[row][key]) if runs_task(row, task) else "not run" for key, _, _, task in columns
     ]
-    lines.append(f"| {ROWS[row].label} | " + " | ".join(cells) + " |")
+    lines.append(_line(ROWS[row].label, *cells))
   for row, values in PAPER.items():
     cells = [str(values.get(paper, "")) if paper else "" for _, _, paper, _ in columns]
-    lines.append(
-      f"| paper, {ROWS[row].label} (VideoCC, their benchmarks) | " + " | ".join(cells) + " |"
-    )
+    lines.append(_line(f"paper, {ROWS[row].label} (VideoCC, their benchmarks)", *cells))
   lines += [
     "",
     "## The paper's directions, here",
@@ -253,7 +255,7 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str
     " within noise* where |margin| < 2. The paper's own numbers for A and B follow the"
     " comparison they belong to.",
     "",
-    "| A vs B | " + " | ".join(label for _, label, _, _ in columns) + " |",
+    _line("A vs B", *(label for _, label, _, _ in columns)),
     "|---|" + "---|" * len(columns),
   ]
   # (row A, row B, what is compared, expected: "better" = A beats B, as the paper says that
@@ -277,11 +279,36 @@ def markdown(results: dict, rows, seeds: int, tasks, variant: str, progress: str
         continue
       state, margin = verdict(results[a][key], results[b][key], expect)
       cells.append(state if margin is None else f"**{state}**, {margin:+.1f} sd")
-    lines.append(f"| {what} | " + " | ".join(cells) + " |")
+    lines.append(_line(what, *cells))
     if a in PAPER and b in PAPER:
       claims = [f"{PAPER[b][p]} -> {PAPER[a][p]}" if p else "" for _, _, p, _ in columns]
-      lines.append("| the paper (VideoCC, their benchmarks) | " + " | ".join(claims) + " |")
+      lines.append(_line("the paper (VideoCC, their benchmarks)", *claims))
   return "\n".join(lines) + "\n"
+
+
+def jobs(rows, seeds: int, tasks) -> list[tuple[str, int, str]]:
+  """The (row, seed, task) runs, in order: every pretraining run first (seed-major: seed 0 of
+  every row before seed 1), then the downstream runs, so a partial ablation covers whole
+  rows. zero_shot has no run of its own (it reads the pretraining run)."""
+  out = [(row, seed, "pretrain") for seed in range(seeds) for row in rows]
+  out += [
+    (row, seed, task)
+    for seed in range(seeds)
+    for row in rows
+    for task in tasks
+    if task != "zero_shot" and runs_task(row, task)
+  ]
+  return out
+
+
+def write_page(root: str, rows, seeds: int, tasks, variant: str, output: str) -> None:
+  """Writes the page for the runs under `root` as they stand (finished runs only) to `output`."""
+  planned = jobs(rows, seeds, tasks)
+  done = sum(os.path.exists(os.path.join(run_dir(root, *job), DONE)) for job in planned)
+  results = collect(root, rows, seeds, tasks)
+  page = markdown(results, rows, seeds, tasks, variant, f"{done} of {len(planned)} runs finished")
+  with open(output, "w") as f:
+    f.write(page)
 
 
 def main(argv) -> None:
@@ -293,29 +320,11 @@ def main(argv) -> None:
   root, rows, tasks = os.path.abspath(FLAGS.workdir), FLAGS.rows, FLAGS.tasks
   seeds, variant = FLAGS.seeds, FLAGS.variant
 
-  # Every pretraining run first (seed-major: seed 0 of every row before seed 1), then the
-  # downstream runs: a partial ablation then covers whole rows.
-  jobs = [(row, seed, "pretrain") for seed in range(seeds) for row in rows]
-  jobs += [
-    (row, seed, task)
-    for seed in range(seeds)
-    for row in rows
-    for task in tasks
-    if task != "zero_shot" and runs_task(row, task)  # zero_shot: read from the pretraining run
-  ]
-
-  def write() -> None:
-    done = sum(os.path.exists(os.path.join(run_dir(root, *job), DONE)) for job in jobs)
-    results = collect(root, rows, seeds, tasks)
-    page = markdown(results, rows, seeds, tasks, variant, f"{done} of {len(jobs)} runs finished")
-    with open(FLAGS.output, "w") as f:
-      f.write(page)
-
-  for row, seed, task in jobs:
+  for row, seed, task in jobs(rows, seeds, tasks):
     for argv in commands(root, row, seed, task, variant, FLAGS.extra):
       run_once(argv, run_dir(root, row, seed, task), ROWS[row].env)
-      write()
-  write()
+      write_page(root, rows, seeds, tasks, variant, FLAGS.output)
+  write_page(root, rows, seeds, tasks, variant, FLAGS.output)
   print(f"Ablation written to {FLAGS.output}", flush=True)
 
 
